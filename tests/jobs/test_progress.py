@@ -1,0 +1,114 @@
+"""Progress events over the real database and real Redis: sequence numbers, replay + live, no gap, no duplicate."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+
+import pytest
+from redis.asyncio import Redis
+
+from jobs.progress import ProgressEvent, ProgressHub, channel, record, stored_events
+from models.deployment import Deployment, DeploymentStage, DeploymentStatus
+
+
+@pytest.fixture
+async def hub(db: str, redis: Redis) -> AsyncIterator[ProgressHub]:
+    """A started hub with a short resync interval."""
+    progress_hub = ProgressHub(redis, resync_after_s=0.5)
+    await progress_hub.start()
+    try:
+        yield progress_hub
+    finally:
+        await progress_hub.stop()
+
+
+async def _collect(hub: ProgressHub, deployment: Deployment, after: int = 0) -> list[ProgressEvent]:
+    return [event async for event in hub.listen(deployment.id, after_sequence=after)]
+
+
+async def test_record_numbers_events_and_updates_the_row(db: str, redis: Redis) -> None:
+    """Each recorded event gets the next sequence number and its status/stage are written to the deployment."""
+    deployment = await Deployment.create()
+    first = await record(redis, deployment, "queued")
+    second = await record(
+        redis, deployment, "creating", status=DeploymentStatus.PROCESSING, stage=DeploymentStage.CREATE_DROPLET,
+        droplet_id=42,
+    )  # fmt: skip
+    assert (first.sequence, second.sequence) == (1, 2)
+    stored = await Deployment.get(id=deployment.id)
+    assert (stored.status, stored.stage, stored.droplet_id) == (
+        DeploymentStatus.PROCESSING,
+        DeploymentStage.CREATE_DROPLET,
+        42,
+    )
+    assert [e.sequence for e in await stored_events(deployment.id)] == [1, 2]
+
+
+async def test_concurrent_writers_never_share_a_sequence(db: str, redis: Redis) -> None:
+    """Concurrent records on one deployment get distinct, gapless sequence numbers."""
+    deployment = await Deployment.create()
+    rows = [await Deployment.get(id=deployment.id) for _ in range(5)]
+    await asyncio.gather(*(record(None, row, f"event {i}") for i, row in enumerate(rows)))
+    assert [e.sequence for e in await stored_events(deployment.id)] == [1, 2, 3, 4, 5]
+
+
+async def test_listen_replays_then_streams_live_and_completes(hub: ProgressHub, redis: Redis) -> None:
+    """A listener gets stored events, then live ones, each once and in order, and stops after the final one."""
+    deployment = await Deployment.create()
+    await record(redis, deployment, "one")
+    await record(redis, deployment, "two")
+    listener = asyncio.create_task(_collect(hub, deployment))
+    await asyncio.sleep(0.1)
+    await record(redis, deployment, "three", status=DeploymentStatus.PROCESSING)
+    await record(redis, deployment, "done", status=DeploymentStatus.COMPLETED, stage=DeploymentStage.DONE)
+    events = await asyncio.wait_for(listener, 5)
+    assert [e.sequence for e in events] == [1, 2, 3, 4]
+    assert [e.message for e in events] == ["one", "two", "three", "done"]
+    assert events[-1].final
+    assert hub.listener_count == 0
+
+
+async def test_after_sequence_skips_what_the_client_has(hub: ProgressHub, redis: Redis) -> None:
+    """afterSequence replays only later events; after the final event it completes at once."""
+    deployment = await Deployment.create()
+    for message in ("a", "b", "c"):
+        await record(redis, deployment, message)
+    await record(redis, deployment, "end", status=DeploymentStatus.FAILED)
+    assert [e.sequence for e in await _collect(hub, deployment, after=2)] == [3, 4]
+    assert await asyncio.wait_for(_collect(hub, deployment, after=4), 2) == []
+
+
+async def test_duplicates_are_dropped_and_gaps_filled_from_the_database(hub: ProgressHub, redis: Redis) -> None:
+    """A re-announced event is dropped and an event stored without announcement is read from the database."""
+    deployment = await Deployment.create()
+    first = await record(redis, deployment, "one")
+    listener = asyncio.create_task(_collect(hub, deployment))
+    await asyncio.sleep(0.1)
+    await redis.publish(channel(deployment.id), first.to_json())  # duplicate
+    await record(None, deployment, "two, never announced")
+    await record(redis, deployment, "three", status=DeploymentStatus.COMPLETED)
+    events = await asyncio.wait_for(listener, 5)
+    assert [e.sequence for e in events] == [1, 2, 3]
+
+
+async def test_a_lost_final_announcement_is_recovered_by_resync(hub: ProgressHub, redis: Redis) -> None:
+    """When the final event is stored but never announced, the listener still completes after a quiet spell."""
+    deployment = await Deployment.create()
+    listener = asyncio.create_task(_collect(hub, deployment))
+    await asyncio.sleep(0.1)
+    await record(None, deployment, "done", status=DeploymentStatus.COMPLETED)
+    events = await asyncio.wait_for(listener, 5)
+    assert [e.message for e in events] == ["done"]
+
+
+async def test_many_listeners_share_one_subscription(hub: ProgressHub, redis: Redis) -> None:
+    """Two hundred listeners on one deployment each receive every event exactly once."""
+    deployment = await Deployment.create()
+    listeners = [asyncio.create_task(_collect(hub, deployment)) for _ in range(200)]
+    await asyncio.sleep(0.2)
+    for i in range(5):
+        await record(redis, deployment, f"step {i}")
+    await record(redis, deployment, "done", status=DeploymentStatus.COMPLETED)
+    results = await asyncio.wait_for(asyncio.gather(*listeners), 10)
+    assert all([e.sequence for e in events] == [1, 2, 3, 4, 5, 6] for events in results)
