@@ -132,15 +132,10 @@ async def record(
         try:
             async with in_transaction():
                 await deployment.save(update_fields=update_fields)
-                last = (
-                    await DeploymentEvent.filter(deployment_id=deployment.id)
-                    .order_by("-sequence")
-                    .first()
-                    .values_list("sequence", flat=True)
-                )
+                latest = await DeploymentEvent.filter(deployment_id=deployment.id).order_by("-sequence").first()
                 row = await DeploymentEvent.create(
                     deployment_id=deployment.id,
-                    sequence=int(last or 0) + 1,  # type: ignore[call-overload]
+                    sequence=(latest.sequence if latest else 0) + 1,
                     status=deployment.status,
                     stage=deployment.stage,
                     message=message,
@@ -242,7 +237,7 @@ class ProgressHub:
                 delay = min(delay * 2, 5.0)
             finally:
                 with contextlib.suppress(Exception):
-                    await pubsub.aclose()
+                    await pubsub.aclose()  # type: ignore[no-untyped-call]
 
     def _dispatch(self, raw_channel: bytes | str, data: bytes | str) -> None:
         name = raw_channel.decode() if isinstance(raw_channel, bytes) else raw_channel

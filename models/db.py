@@ -30,20 +30,35 @@ def tortoise_config(db_url: str) -> dict[str, Any]:
     }
 
 
-async def init_db(db_url: str, *, create_schema: bool = True) -> None:
-    """Open the database for this process and create missing tables.
+_users = 0
 
-    The global fallback makes the connection visible from every task (Starlette's lifespan, request handlers
-    and SAQ jobs run in different tasks).
+
+async def init_db(db_url: str, *, create_schema: bool = True) -> None:
+    """Open the database for this process (once) and create missing tables.
+
+    Tortoise is one global per process; the API and an in-process worker (`deployer dev`) both call this, so
+    opens are counted and only the last `close_db()` closes. The global fallback makes the connection
+    visible from every task (Starlette's lifespan, request handlers and SAQ jobs run in different tasks).
     """
-    await Tortoise.init(config=tortoise_config(db_url), _enable_global_fallback=True)
-    if create_schema:
-        await Tortoise.generate_schemas(safe=True)
+    global _users
+    if _users == 0 and not Tortoise.is_inited():
+        await Tortoise.init(config=tortoise_config(db_url), _enable_global_fallback=True)
+        if create_schema:
+            await Tortoise.generate_schemas(safe=True)
+    _users += 1
+
+
+def is_db_open() -> bool:
+    """Whether this process has the database open."""
+    return Tortoise.is_inited()
 
 
 async def close_db() -> None:
-    """Close this process's database connections."""
-    await Tortoise.close_connections()
+    """Release one `init_db()`; the last one closes this process's connections."""
+    global _users
+    _users = max(0, _users - 1)
+    if _users == 0:
+        await Tortoise.close_connections()
 
 
 async def ping_db() -> None:

@@ -52,7 +52,7 @@ class Deployment(Model):
     failed_stage = fields.CharEnumField(DeploymentStage, max_length=32, null=True)
     error = fields.TextField(null=True)
     #: The validated `DeployInput` minus environment values (those never reach the database).
-    spec: dict[str, object] = fields.JSONField(default=dict)  # type: ignore[assignment]
+    spec: dict[str, object] = fields.JSONField(default=dict)
     droplet_id = fields.BigIntField(null=True)
     droplet_name = fields.CharField(max_length=255, null=True)
     ip_address = fields.CharField(max_length=64, null=True)

@@ -23,9 +23,9 @@ class EnvChange(Model):
     application_uuid = fields.CharField(max_length=64, db_index=True)
     deployment_id = fields.UUIDField(null=True)
     action = fields.CharEnumField(EnvAction, max_length=16)
-    keys: list[str] = fields.JSONField(default=list)  # type: ignore[assignment]
-    applied_keys: list[str] = fields.JSONField(default=list)  # type: ignore[assignment]
-    failed_keys: list[str] = fields.JSONField(default=list)  # type: ignore[assignment]
+    keys: list[str] = fields.JSONField(default=list)
+    applied_keys: list[str] = fields.JSONField(default=list)
+    failed_keys: list[str] = fields.JSONField(default=list)
     restart_mode = fields.CharField(max_length=16, default="NONE")
     restart_deployment_uuid = fields.CharField(max_length=64, null=True)
     error = fields.TextField(null=True)

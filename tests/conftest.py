@@ -12,15 +12,14 @@ import asyncpg
 import pytest
 from redis.asyncio import Redis
 
+from sandbox.state import DEFAULT_COOLIFY_PUBLIC_KEY
 from deployer.embedded_redis import EmbeddedRedis
 from models.db import close_db, init_db
 from models.slot import ensure_slots
 from settings import CoolifySettings, DigitalOceanSettings, Settings, Timings
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
-SSH_PUBLIC_KEY = (
-    "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIOycV6yacZ1iezqAOdgb8SoSEr/veIPsDDsJhlP2sP2A coolify@sandbox"
-)
+SSH_PUBLIC_KEY = DEFAULT_COOLIFY_PUBLIC_KEY
 FAST = 0.05
 
 

@@ -1,0 +1,263 @@
+"""One idempotent async function per pipeline step.
+
+Each step first looks at what the deployment row already records, then at the cloud (by tag, IP or name),
+and only then creates anything; it stores what it created before returning. A job retried after a crash
+therefore resumes instead of creating a second droplet, server or application.
+"""
+
+from __future__ import annotations
+
+import html
+import re
+
+from clients.coolify import EnvVarSpec
+from clients.errors import (
+    APIConnectionError,
+    ConflictError,
+    NotFoundError,
+    RateLimitedError,
+    UpstreamServerError,
+)
+from jobs.errors import StepFailedError
+from jobs.run import Run
+from jobs.spec import DockerSource, GitSource
+from models.deployment import DeploymentStage, DeploymentStatus
+
+#: Tag on every droplet deployer creates, so a sweep can find orphans.
+OWNER_TAG = "deployer"
+SSH_KEY_NAME = "deployer-coolify"
+_TAGS = re.compile(r"<[^>]+>")
+
+
+def deployment_tag(run: Run) -> str:
+    """The tag naming one deployment's droplet (tags allow letters, digits, '-', '_' and ':')."""
+    return f"deployer-{run.deployment.id}"
+
+
+async def create_droplet(run: Run) -> None:
+    """Create the droplet (or adopt the one a previous attempt created) and store its id at once."""
+    deployment = run.deployment
+    spec = run.spec()
+    if deployment.droplet_id is not None:
+        await run.event(f"Droplet {deployment.droplet_id} already exists; resuming", stage=DeploymentStage.CREATE_DROPLET)
+        return
+    await run.event(
+        f"Creating droplet {deployment.droplet_name} ({spec.size} in {spec.region}, image {spec.image})",
+        stage=DeploymentStage.CREATE_DROPLET,
+        status=DeploymentStatus.PROCESSING,
+    )
+    do = run.deps.digitalocean
+    existing = await do.list_droplets(tag_name=deployment_tag(run))
+    if existing:
+        droplet = existing[0]
+        await run.event(f"Adopted droplet {droplet.id} created by an earlier attempt", droplet_id=droplet.id)
+        return
+    key = await do.ensure_ssh_key(name=SSH_KEY_NAME, public_key=run.deps.config.ssh_public_key)
+    try:
+        droplet = await do.create_droplet(
+            name=str(deployment.droplet_name),
+            region=spec.region,
+            size=spec.size,
+            image=spec.image,
+            ssh_keys=[key.fingerprint],
+            tags=[OWNER_TAG, deployment_tag(run)],
+        )
+    except (APIConnectionError, UpstreamServerError, RateLimitedError):
+        # The create may have happened anyway: look before anyone creates again.
+        await run.sleep(run.deps.config.timings.droplet_poll_interval_s)
+        existing = await do.list_droplets(tag_name=deployment_tag(run))
+        if not existing:
+            raise
+        droplet = existing[0]
+    except ConflictError as exc:
+        raise StepFailedError(f"DigitalOcean refused to create the droplet: {exc.message}") from exc
+    await run.event(f"Droplet {droplet.id} created (status {droplet.status})", droplet_id=droplet.id)
+
+
+async def wait_droplet(run: Run) -> None:
+    """Poll the droplet until it is active and has a public IPv4; store the address."""
+    deployment = run.deployment
+    droplet_id = deployment.droplet_id
+    assert droplet_id is not None
+    if deployment.ip_address:
+        return
+    await run.event("Waiting for the droplet to boot", stage=DeploymentStage.WAIT_DROPLET)
+
+    async def check(attempt: int) -> tuple[str | None, str]:
+        try:
+            droplet = await run.deps.digitalocean.get_droplet(droplet_id)
+        except NotFoundError:
+            return None, "droplet not visible yet (404)"
+        if droplet.status == "active" and droplet.public_ipv4:
+            return droplet.public_ipv4, "active"
+        if droplet.status == "active":
+            return None, "status active, no public IPv4 yet"
+        return None, f"status {droplet.status}"
+
+    timings = run.deps.config.timings
+    ip = await run.poll(
+        "the droplet to be active with a public IPv4",
+        check,
+        interval=timings.droplet_poll_interval_s,
+        timeout=timings.droplet_timeout_s,
+    )
+    await run.event(f"Droplet is active at {ip}", ip_address=ip)
+
+
+async def _private_key_uuid(run: Run) -> str:
+    config = run.deps.config
+    if config.coolify_private_key_uuid:
+        return config.coolify_private_key_uuid
+    wanted = " ".join(config.ssh_public_key.split()[:2])
+    for key in await run.deps.coolify.list_private_keys():
+        if " ".join((key.public_key or "").split()[:2]) == wanted:
+            return key.uuid
+    raise StepFailedError(
+        "No Coolify private key matches COOLIFY_SSH_PUBLIC_KEY; add it in Coolify or set COOLIFY_PRIVATE_KEY_UUID"
+    )
+
+
+async def register_server(run: Run) -> None:
+    """Register the droplet as a Coolify server (or adopt the one already registered for its IP)."""
+    deployment = run.deployment
+    if deployment.server_uuid:
+        return
+    ip = str(deployment.ip_address)
+    await run.event(f"Registering {ip} as a Coolify server", stage=DeploymentStage.REGISTER_SERVER)
+    coolify = run.deps.coolify
+    for server in await coolify.list_servers():
+        if server.ip == ip:
+            await run.event(f"Adopted Coolify server {server.uuid}", server_uuid=server.uuid)
+            return
+    try:
+        server_uuid = await coolify.create_server(
+            name=str(deployment.droplet_name),
+            ip=ip,
+            private_key_uuid=await _private_key_uuid(run),
+            description=f"deployer deployment {deployment.id}",
+        )
+    except ConflictError as exc:
+        for server in await coolify.list_servers():
+            if server.ip == ip:
+                server_uuid = server.uuid
+                break
+        else:
+            raise StepFailedError(f"Coolify refused the server: {exc.message}") from exc
+    except NotFoundError as exc:
+        raise StepFailedError(f"Coolify refused the server: {exc.message}") from exc
+    await run.event(f"Coolify server {server_uuid} registered", server_uuid=server_uuid)
+
+
+async def validate_server(run: Run) -> None:
+    """Ask Coolify to validate the server (installing Docker) and wait until it is usable."""
+    server_uuid = str(run.deployment.server_uuid)
+    await run.event("Validating the server in Coolify", stage=DeploymentStage.VALIDATE_SERVER)
+    await run.deps.coolify.validate_server(server_uuid, install=True)
+
+    async def check(attempt: int) -> tuple[bool | None, str]:
+        server = await run.deps.coolify.get_server(server_uuid)
+        if server.ready:
+            return True, "ready"
+        if server.failed:
+            logs = _TAGS.sub(" ", html.unescape(server.validation_logs or ""))
+            raise StepFailedError(f"Coolify could not validate the server: {' '.join(logs.split())[:300]}")
+        flags = f"reachable={server.is_reachable}, usable={server.is_usable}"
+        return None, f"validating ({flags})"
+
+    timings = run.deps.config.timings
+    await run.poll(
+        "Coolify to validate the server",
+        check,
+        interval=timings.server_poll_interval_s,
+        timeout=timings.server_timeout_s,
+    )
+    await run.event("Server is reachable and usable")
+
+
+async def create_application(run: Run) -> None:
+    """Create the Coolify application with its default environment (or adopt an earlier attempt's)."""
+    deployment = run.deployment
+    coolify = run.deps.coolify
+    config = run.deps.config
+    spec = run.spec()
+    if not deployment.application_uuid:
+        await run.event(f"Creating Coolify application {spec.name}", stage=DeploymentStage.CREATE_APPLICATION)
+        adopted = None
+        if spec.name == run.default_name():  # generated names are unique; user names may not be
+            adopted = next((app for app in await coolify.list_applications() if app.name == spec.name), None)
+        if adopted is not None:
+            app_uuid, domains = adopted.uuid, adopted.fqdn
+        else:
+            common = {
+                "project_uuid": config.coolify_project_uuid,
+                "environment_name": config.coolify_environment_name,
+                "server_uuid": str(deployment.server_uuid),
+                "name": spec.name,
+                "ports_exposes": spec.ports,
+                "description": f"deployer deployment {deployment.id}",
+                "domains": spec.domains,
+            }
+            try:
+                if isinstance(spec.source, GitSource):
+                    app = await coolify.create_public_application(
+                        git_repository=spec.source.repository,
+                        git_branch=spec.source.branch,
+                        build_pack=spec.source.build_pack,
+                        **common,  # type: ignore[arg-type]
+                    )
+                else:
+                    assert isinstance(spec.source, DockerSource)
+                    app = await coolify.create_dockerimage_application(
+                        image=spec.source.image,
+                        tag=spec.source.tag,
+                        **common,  # type: ignore[arg-type]
+                    )
+            except (ConflictError, NotFoundError) as exc:
+                raise StepFailedError(f"Coolify refused the application: {exc.message}") from exc
+            app_uuid, domains = app.uuid, app.fqdn
+        await run.event(
+            f"Coolify application {app_uuid} created", application_uuid=app_uuid, application_domains=domains
+        )
+    if run.env:
+        specs = [EnvVarSpec(key=key, value=value) for key, value in run.env]
+        try:
+            await coolify.bulk_update_envs(str(deployment.application_uuid), specs)
+        except ConflictError as exc:
+            raise StepFailedError(f"Coolify refused the environment: {exc.message}") from exc
+        keys = ", ".join(key for key, _ in run.env)
+        await run.event(f"Set {len(specs)} environment variable(s): {keys}")
+
+
+async def start_deployment(run: Run) -> None:
+    """Ask Coolify to deploy the application and store the deployment uuid it returns."""
+    deployment = run.deployment
+    if deployment.coolify_deployment_uuid:
+        return
+    app_uuid = str(deployment.application_uuid)
+    await run.event("Starting the Coolify deployment", stage=DeploymentStage.START_DEPLOYMENT)
+    result = await run.deps.coolify.deploy(app_uuid)
+    if not result.deployment_uuid:
+        raise StepFailedError(f"Coolify accepted the deploy but returned no deployment: {result.message}")
+    note = " (already queued)" if result.already_queued else ""
+    await run.event(
+        f"Coolify deployment {result.deployment_uuid} queued{note}", coolify_deployment_uuid=result.deployment_uuid
+    )
+
+
+async def wait_build(run: Run) -> None:
+    """Poll the Coolify deployment until it finishes; a failed or cancelled build fails the step."""
+    deployment_uuid = str(run.deployment.coolify_deployment_uuid)
+    await run.event("Waiting for the build", stage=DeploymentStage.WAIT_BUILD)
+
+    async def check(attempt: int) -> tuple[str | None, str]:
+        build = await run.deps.coolify.get_deployment(deployment_uuid)
+        if build.status == "finished":
+            return build.status, "finished"
+        if build.terminal:
+            raise StepFailedError(f"Coolify build {deployment_uuid} ended with status {build.status}")
+        return None, f"build {build.status}"
+
+    timings = run.deps.config.timings
+    await run.poll(
+        "the build to finish", check, interval=timings.build_poll_interval_s, timeout=timings.build_timeout_s
+    )

@@ -1,0 +1,83 @@
+"""SAQ worker settings factory: the queue, the job functions, and startup/shutdown that build clients.
+
+`worker_settings(settings)` returns the keyword arguments of `saq.Worker`; `run_worker(settings)` runs one
+until cancelled. Several workers on several machines may share one Redis and one database.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+import httpx
+from redis.asyncio import Redis
+from saq import Queue, Worker
+
+from clients.coolify import CoolifyClient
+from clients.digitalocean import DigitalOceanClient
+from jobs.context import Deps, PipelineConfig, WorkerContext
+from jobs.deploy import deploy
+from jobs.envjob import apply_env_change
+from jobs.logcontext import bind_job, unbind_job
+from models.db import close_db, init_db
+from models.slot import ensure_slots
+from settings import Settings
+
+#: Sweep for jobs whose worker died (expired heartbeat) every few seconds instead of SAQ's 60.
+SWEEP_INTERVAL_S = 5
+
+
+def worker_settings(settings: Settings, *, transport: httpx.AsyncBaseTransport | None = None) -> dict[str, Any]:
+    """Keyword arguments for `saq.Worker`, built from settings.
+
+    Args:
+        transport: an httpx transport for both cloud clients (tests pass the sandbox's ASGI transport).
+    """
+    queue = Queue.from_url(settings.redis_url, name=settings.queue_name)
+
+    async def startup(ctx: WorkerContext) -> None:
+        await init_db(settings.database_url)
+        await ensure_slots(settings.max_active_droplets)
+        ctx["deps"] = Deps(
+            digitalocean=DigitalOceanClient(
+                api_url=settings.digitalocean.api_url, token=settings.digitalocean.api_key, transport=transport
+            ),
+            coolify=CoolifyClient(api_url=settings.coolify.api_url, token=settings.coolify.api_key, transport=transport),
+            redis=Redis.from_url(settings.redis_url),
+            config=PipelineConfig.from_settings(settings),
+        )
+
+    async def shutdown(ctx: WorkerContext) -> None:
+        deps = ctx.get("deps")
+        if deps is not None:
+            await deps.digitalocean.aclose()
+            await deps.coolify.aclose()
+            await deps.redis.aclose()
+        await close_db()
+
+    return {
+        "queue": queue,
+        "functions": [deploy, apply_env_change],
+        "concurrency": settings.worker_concurrency,
+        "startup": startup,
+        "shutdown": shutdown,
+        "before_process": bind_job,
+        "after_process": unbind_job,
+        "timers": {"sweep": SWEEP_INTERVAL_S},
+        "shutdown_grace_period_s": 10,
+    }
+
+
+async def run_worker(settings: Settings, *, transport: httpx.AsyncBaseTransport | None = None) -> None:
+    """Run one worker until it is cancelled or receives SIGINT/SIGTERM."""
+    worker: Worker[Any] = Worker(**worker_settings(settings, transport=transport))
+    await worker.queue.connect()
+    try:
+        await worker.start()
+    finally:
+        await worker.queue.disconnect()
+
+
+def settings_from_env() -> dict[str, Any]:
+    """For `saq jobs.worker.settings_from_env`: worker settings from the process environment."""
+    return worker_settings(Settings.from_env(os.environ))
