@@ -1,0 +1,323 @@
+"""Tests for the simulated DigitalOcean API: droplets, pagination, SSH keys, actions, auth and errors."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from typing import Any
+
+import httpx
+import pytest
+
+from sandbox import ManualClock, SandboxConfig, World, create_app
+from sandbox.state import DEFAULT_COOLIFY_PUBLIC_KEY
+
+DO = "/sandbox/digitalocean/v2"
+OTHER_KEY = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAINkpihDRsHNYN9xL2F2sZBsPPO8npH5dU6VPLz9bL8/6 other"
+
+
+@pytest.fixture
+def clock() -> ManualClock:
+    """A clock that only moves when told to."""
+    return ManualClock()
+
+
+@pytest.fixture
+def world(clock: ManualClock) -> World:
+    """A world with default timings on the manual clock."""
+    return World(clock=clock)
+
+
+@pytest.fixture
+async def client(world: World) -> AsyncIterator[httpx.AsyncClient]:
+    """An authenticated client talking to the sandbox in-process."""
+    transport = httpx.ASGITransport(app=create_app(world))
+    async with httpx.AsyncClient(
+        transport=transport, base_url="http://sandbox.test", headers={"Authorization": "Bearer dop_v1_x"}
+    ) as http:
+        yield http
+
+
+async def _create(client: httpx.AsyncClient, **fields: Any) -> httpx.Response:
+    body = {"name": "eliza-1", "region": "nyc3", "size": "s-1vcpu-1gb", "image": "ubuntu-24-04-x64", **fields}
+    return await client.post(f"{DO}/droplets", json=body)
+
+
+# ---------------------------------------------------------------- auth and errors
+
+
+@pytest.mark.parametrize("header", [None, "", "Bearer ", "Basic abc"])
+async def test_missing_or_empty_token_is_401(client: httpx.AsyncClient, header: str | None) -> None:
+    """Without a non-empty bearer token every route answers 401 ``unauthorized`` with rate headers."""
+    headers = {} if header is None else {"Authorization": header}
+    client.headers.pop("Authorization")
+    response = await client.get(f"{DO}/account", headers=headers)
+    assert response.status_code == 401
+    assert response.json()["id"] == "unauthorized"
+    assert {"ratelimit-limit", "ratelimit-remaining", "ratelimit-reset", "x-request-id"} <= set(
+        response.headers
+    )
+
+
+async def test_unknown_route_and_method(client: httpx.AsyncClient) -> None:
+    """Unknown paths give 404 ``not_found``, wrong methods 405 with Allow, in DigitalOcean's error shape."""
+    missing = await client.get(f"{DO}/volumes")
+    assert (missing.status_code, missing.json()["id"]) == (404, "not_found")
+    assert missing.json()["request_id"] == missing.headers["x-request-id"]
+    wrong = await client.patch(f"{DO}/droplets")
+    assert wrong.status_code == 405
+    assert wrong.headers["allow"] == "DELETE, GET, HEAD, POST"
+
+
+async def test_account(client: httpx.AsyncClient, world: World) -> None:
+    """GET /v2/account reports the configured droplet limit and an active status."""
+    account = (await client.get(f"{DO}/account")).json()["account"]
+    assert (account["droplet_limit"], account["status"]) == (world.config.droplet_limit, "active")
+
+
+# ---------------------------------------------------------------- SSH keys
+
+
+async def test_ssh_key_lifecycle(client: httpx.AsyncClient) -> None:
+    """Keys are created (201), found by id or MD5 fingerprint, renamed, listed, deleted (204) and then 404."""
+    created = await client.post(
+        f"{DO}/account/keys", json={"name": "coolify", "public_key": DEFAULT_COOLIFY_PUBLIC_KEY}
+    )
+    assert created.status_code == 201
+    key = created.json()["ssh_key"]
+    assert key["fingerprint"] == "fc:5a:27:f8:8f:7f:98:c0:8f:4d:16:c4:4d:29:44:76"
+    assert (await client.get(f"{DO}/account/keys/{key['id']}")).json()["ssh_key"] == key
+    assert (await client.get(f"{DO}/account/keys/{key['fingerprint']}")).json()["ssh_key"] == key
+    renamed = await client.put(f"{DO}/account/keys/{key['fingerprint']}", json={"name": "renamed"})
+    assert renamed.json()["ssh_key"]["name"] == "renamed"
+    listing = (await client.get(f"{DO}/account/keys")).json()
+    assert (listing["meta"]["total"], listing["ssh_keys"][0]["id"]) == (1, key["id"])
+    assert (await client.delete(f"{DO}/account/keys/{key['id']}")).status_code == 204
+    assert (await client.get(f"{DO}/account/keys/{key['fingerprint']}")).status_code == 404
+    assert (await client.delete(f"{DO}/account/keys/{key['id']}")).status_code == 404
+
+
+async def test_ssh_key_already_in_use_is_422(client: httpx.AsyncClient) -> None:
+    """Posting a key already on the account (even under another name or comment) is a 422."""
+    await client.post(f"{DO}/account/keys", json={"name": "a", "public_key": DEFAULT_COOLIFY_PUBLIC_KEY})
+    again = " ".join(DEFAULT_COOLIFY_PUBLIC_KEY.split()[:2]) + " another-comment"
+    response = await client.post(f"{DO}/account/keys", json={"name": "b", "public_key": again})
+    assert response.status_code == 422
+    assert response.json()["id"] == "unprocessable_entity"
+    assert response.json()["message"] == "SSH Key is already in use on your account"
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        {"name": "x", "public_key": "not a key"},
+        {"name": "", "public_key": DEFAULT_COOLIFY_PUBLIC_KEY},
+        {"name": "x"},
+    ],
+)
+async def test_invalid_ssh_key_is_422(client: httpx.AsyncClient, body: dict[str, str]) -> None:
+    """A malformed key or a missing name or key is a 422."""
+    assert (await client.post(f"{DO}/account/keys", json=body)).status_code == 422
+
+
+# ---------------------------------------------------------------- droplet create
+
+
+async def test_create_returns_202_new_without_addresses(client: httpx.AsyncClient) -> None:
+    """Create answers 202 with status new, no IPv4 yet, the tags, and a rel=create action link."""
+    response = await _create(client, tags=["eliza", "orch-1"])
+    assert response.status_code == 202
+    droplet = response.json()["droplet"]
+    assert (droplet["status"], droplet["networks"]["v4"], droplet["tags"]) == ("new", [], ["eliza", "orch-1"])
+    assert (droplet["size_slug"], droplet["region"]["slug"]) == ("s-1vcpu-1gb", "nyc3")
+    [action] = response.json()["links"]["actions"]
+    assert action["rel"] == "create"
+    assert action["href"] == f"http://sandbox.test{DO}/actions/{action['id']}"
+    status = (await client.get(action["href"])).json()["action"]
+    assert (status["status"], status["resource_id"], status["completed_at"]) == (
+        "in-progress",
+        droplet["id"],
+        None,
+    )
+
+
+async def test_droplet_becomes_active_then_gets_a_public_ip(
+    client: httpx.AsyncClient, clock: ManualClock
+) -> None:
+    """The droplet turns active after the boot time with only the private IPv4, listed first, then public."""
+    droplet_id = (await _create(client)).json()["droplet"]["id"]
+    clock.advance(4)
+    active = (await client.get(f"{DO}/droplets/{droplet_id}")).json()["droplet"]
+    assert active["status"] == "active"
+    assert [n["type"] for n in active["networks"]["v4"]] == ["private"]
+    clock.advance(1)
+    networks = (await client.get(f"{DO}/droplets/{droplet_id}")).json()["droplet"]["networks"]["v4"]
+    assert [n["type"] for n in networks] == ["private", "public"]  # v4[0] is NOT the public address
+    assert networks[1]["ip_address"] != networks[0]["ip_address"]
+
+
+@pytest.mark.parametrize(
+    ("fields", "message"),
+    [
+        ({"name": "eliza_1"}, "Only valid hostname characters"),
+        ({"name": "eliza-"}, "Only valid hostname characters"),
+        ({"name": ""}, "Name is required"),
+        ({"size": None}, "Size is required"),
+        ({"size": "huge"}, "invalid size"),
+        ({"image": None}, "Image is required"),
+        ({"image": "Not An Image"}, "invalid image"),
+        ({"region": "mars1"}, "invalid region"),
+        ({"tags": ["bad tag"]}, "Tag names"),
+        ({"ssh_keys": [12345]}, "12345 are invalid key identifiers"),
+        ({"ssh_keys": ["aa:bb"]}, "aa:bb are invalid key identifiers"),
+        ({"user_data": "x" * (64 * 1024 + 1)}, "user_data"),
+    ],
+)
+async def test_create_validation_errors_are_422(
+    client: httpx.AsyncClient, fields: dict[str, Any], message: str
+) -> None:
+    """Invalid names (no ``_``), sizes, images, regions, tags, key ids and oversized user_data are 422."""
+    response = await _create(client, **fields)
+    assert response.status_code == 422
+    assert response.json()["id"] == "unprocessable_entity"
+    assert message in response.json()["message"]
+
+
+async def test_create_accepts_registered_keys_by_id_or_fingerprint(client: httpx.AsyncClient) -> None:
+    """ssh_keys may name registered keys by id or by fingerprint; a region prefix picks a datacenter."""
+    key = await client.post(
+        f"{DO}/account/keys", json={"name": "k", "public_key": DEFAULT_COOLIFY_PUBLIC_KEY}
+    )
+    ssh = key.json()["ssh_key"]
+    response = await _create(client, ssh_keys=[ssh["id"], ssh["fingerprint"]], region="ams")
+    assert response.status_code == 202
+    assert response.json()["droplet"]["region"]["slug"].startswith("ams")
+
+
+async def test_create_over_the_droplet_limit_is_422(clock: ManualClock) -> None:
+    """Creating past the account's droplet limit is the 422 "will exceed your droplet limit"."""
+    world = World(SandboxConfig(droplet_limit=1), clock=clock)
+    transport = httpx.ASGITransport(app=create_app(world))
+    async with httpx.AsyncClient(
+        transport=transport, base_url="http://t", headers={"Authorization": "Bearer x"}
+    ) as c:
+        assert (await _create(c)).status_code == 202
+        refused = await _create(c, name="eliza-2")
+        assert refused.status_code == 422
+        assert refused.json()["message"] == "creating this/these droplet(s) will exceed your droplet limit"
+
+
+async def test_create_several_with_names(client: httpx.AsyncClient) -> None:
+    """``names`` creates several droplets and answers with ``droplets`` and one action each."""
+    response = await client.post(
+        f"{DO}/droplets", json={"names": ["a-1", "a-2"], "size": "s-1vcpu-1gb", "image": "ubuntu-24-04-x64"}
+    )
+    assert response.status_code == 202
+    assert [d["name"] for d in response.json()["droplets"]] == ["a-1", "a-2"]
+    assert len(response.json()["links"]["actions"]) == 2
+
+
+async def test_malformed_body_is_400(client: httpx.AsyncClient) -> None:
+    """A body that is not a JSON object is a 400 ``bad_request``."""
+    response = await client.post(
+        f"{DO}/droplets", content=b"{nope", headers={"Content-Type": "application/json"}
+    )
+    assert (response.status_code, response.json()["id"]) == (400, "bad_request")
+
+
+# ---------------------------------------------------------------- list, filters, pagination
+
+
+async def test_list_filters_by_tag_and_exact_case_insensitive_name(client: httpx.AsyncClient) -> None:
+    """tag_name matches the tag; name matches the whole name ignoring case, never a prefix."""
+    await _create(client, name="eliza-1", tags=["orch-a"])
+    await _create(client, name="eliza-10", tags=["orch-b"])
+    by_tag = (await client.get(f"{DO}/droplets", params={"tag_name": "orch-a"})).json()
+    assert [d["name"] for d in by_tag["droplets"]] == ["eliza-1"]
+    by_name = (await client.get(f"{DO}/droplets", params={"name": "ELIZA-1"})).json()
+    assert [d["name"] for d in by_name["droplets"]] == ["eliza-1"]
+    assert by_name["meta"]["total"] == 1
+
+
+async def test_list_refuses_tag_name_with_name(client: httpx.AsyncClient) -> None:
+    """tag_name cannot be combined with name: 422."""
+    response = await client.get(f"{DO}/droplets", params={"tag_name": "a", "name": "b"})
+    assert response.status_code == 422
+
+
+async def test_list_paginates_with_full_url_links(client: httpx.AsyncClient) -> None:
+    """Pages carry meta.total and full-URL first/prev/next/last links; following next visits every droplet."""
+    for n in range(5):
+        await _create(client, name=f"d-{n}")
+    first = (await client.get(f"{DO}/droplets", params={"per_page": 2})).json()
+    assert first["meta"]["total"] == 5
+    assert set(first["links"]["pages"]) == {"next", "last"}
+    assert first["links"]["pages"]["last"].startswith(f"http://sandbox.test{DO}/droplets?")
+    names, url = [], f"{DO}/droplets?per_page=2"
+    while url:
+        page = (await client.get(url)).json()
+        names += [d["name"] for d in page["droplets"]]
+        url = page["links"].get("pages", {}).get("next")
+    assert names == [f"d-{n}" for n in range(5)]
+    assert set(page["links"]["pages"]) == {"first", "prev"}
+
+
+async def test_list_caps_per_page_at_200(client: httpx.AsyncClient, world: World) -> None:
+    """per_page above 200 is served as 200 (a single page here has no links)."""
+    for n in range(3):
+        await _create(client, name=f"d-{n}")
+    body = (await client.get(f"{DO}/droplets", params={"per_page": 1000})).json()
+    assert (len(body["droplets"]), body["links"]) == (3, {})
+
+
+# ---------------------------------------------------------------- delete
+
+
+async def test_delete_is_204_then_404_and_gone_from_lists(client: httpx.AsyncClient) -> None:
+    """A deleted droplet answers 404 and disappears from lists; deleting again is 404."""
+    droplet_id = (await _create(client)).json()["droplet"]["id"]
+    response = await client.delete(f"{DO}/droplets/{droplet_id}")
+    assert (response.status_code, response.content) == (204, b"")
+    assert (await client.get(f"{DO}/droplets/{droplet_id}")).status_code == 404
+    assert (await client.get(f"{DO}/droplets")).json()["droplets"] == []
+    assert (await client.delete(f"{DO}/droplets/{droplet_id}")).status_code == 404
+    assert (await client.get(f"{DO}/droplets/not-a-number")).status_code == 404
+
+
+async def test_delete_by_tag(client: httpx.AsyncClient, world: World) -> None:
+    """DELETE /v2/droplets?tag_name= removes every droplet with the tag, and needs the tag."""
+    await _create(client, name="a", tags=["sweep"])
+    await _create(client, name="b", tags=["keep"])
+    assert (await client.delete(f"{DO}/droplets", params={"tag_name": "sweep"})).status_code == 204
+    assert [d.name for d in world.droplets.values()] == ["b"]
+    assert (await client.delete(f"{DO}/droplets")).status_code == 422
+
+
+async def test_actions_stay_after_the_droplet_is_gone(client: httpx.AsyncClient, clock: ManualClock) -> None:
+    """The create action completes with the boot and stays queryable after the droplet is deleted."""
+    created = (await _create(client)).json()
+    action_id = created["links"]["actions"][0]["id"]
+    clock.advance(4)
+    await client.delete(f"{DO}/droplets/{created['droplet']['id']}")
+    action = (await client.get(f"{DO}/actions/{action_id}")).json()["action"]
+    assert (action["status"], action["type"]) == ("completed", "create")
+    assert (await client.get(f"{DO}/actions/1")).status_code == 404
+
+
+async def test_request_log_records_method_path_status(client: httpx.AsyncClient, world: World) -> None:
+    """Every answered request is logged as (method, path, status) without its body."""
+    await _create(client)
+    await client.get(f"{DO}/droplets/9")
+    assert [(r.api, r.method, r.path, r.status) for r in world.requests] == [
+        ("digitalocean", "POST", f"{DO}/droplets", 202),
+        ("digitalocean", "GET", f"{DO}/droplets/9", 404),
+    ]
+    assert "ubuntu" not in repr(world.requests)
+
+
+async def test_other_keys_are_kept_apart(client: httpx.AsyncClient) -> None:
+    """Two different keys get two different fingerprints."""
+    a = (
+        await client.post(f"{DO}/account/keys", json={"name": "a", "public_key": DEFAULT_COOLIFY_PUBLIC_KEY})
+    ).json()
+    b = (await client.post(f"{DO}/account/keys", json={"name": "b", "public_key": OTHER_KEY})).json()
+    assert a["ssh_key"]["fingerprint"] != b["ssh_key"]["fingerprint"]
