@@ -1,0 +1,113 @@
+"""The HTTP edge: `create_app(settings)` builds the Starlette app serving GraphQL, `/healthz` and `/readyz`.
+
+The lifespan opens what every request shares: the database (unless this process already opened it, as the
+dev stack and the tests do), the droplet slot rows, Redis, the SAQ queue and the progress hub.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+from collections.abc import AsyncIterator, Sequence
+
+from redis.asyncio import Redis
+from saq import Queue
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse
+from starlette.routing import BaseRoute, Route, WebSocketRoute
+from tortoise import Tortoise
+
+from graphql_api.auth import Authenticator
+from graphql_api.context import DeployerGraphQL, Services, ServicesProvider
+from graphql_api.schema import schema
+from jobs.progress import ProgressHub
+from models.db import close_db, init_db, ping_db
+from models.slot import ensure_slots
+from settings import Settings
+
+logger = logging.getLogger("deployer.api")
+#: How long `/readyz` waits for the database and for Redis.
+READY_TIMEOUT_S = 2.0
+
+
+@contextlib.asynccontextmanager
+async def open_services(settings: Settings) -> AsyncIterator[Services]:
+    """Open the database, Redis, the queue and the progress hub; close them in reverse order."""
+    async with contextlib.AsyncExitStack() as stack:
+        if not Tortoise.is_inited():  # one Tortoise per process: reuse it when the host process opened it
+            await init_db(settings.database_url)
+            stack.push_async_callback(close_db)
+        await ensure_slots(settings.max_active_droplets)
+        redis = Redis.from_url(settings.redis_url)
+        stack.push_async_callback(redis.aclose)
+        queue = Queue.from_url(settings.redis_url, name=settings.queue_name)
+        await queue.connect()
+        stack.push_async_callback(queue.disconnect)
+        hub = ProgressHub(redis)
+        stack.push_async_callback(hub.stop)
+        await hub.start()
+        yield Services(settings=settings, redis=redis, queue=queue, hub=hub)
+
+
+async def _readiness(services: Services) -> str | None:
+    """None when the database and Redis answer, else the reason (never a URL or a credential)."""
+    try:
+        await asyncio.wait_for(ping_db(), READY_TIMEOUT_S)
+    except Exception as exc:
+        return f"database not answering ({type(exc).__name__})"
+    try:
+        await asyncio.wait_for(services.redis.ping(), READY_TIMEOUT_S)
+    except Exception as exc:
+        return f"redis not answering ({type(exc).__name__})"
+    return None
+
+
+def create_app(settings: Settings, *, extra_routes: Sequence[BaseRoute] = ()) -> Starlette:
+    """Build the API app.
+
+    Args:
+        settings: the process's settings (database, Redis, queue name, limits, API tokens, defaults).
+        extra_routes: mounted after the API's own routes; the composition root mounts the sandbox here.
+    """
+    provider = ServicesProvider()
+    view = DeployerGraphQL(schema, services=provider, authenticator=Authenticator(settings.api_tokens))
+
+    async def healthz(request: Request) -> JSONResponse:
+        return JSONResponse({"status": "ok"})
+
+    async def readyz(request: Request) -> JSONResponse:
+        try:
+            services = provider()
+        except RuntimeError:
+            return JSONResponse({"status": "unavailable", "reason": "starting or stopping"}, status_code=503)
+        reason = await _readiness(services)
+        if reason is not None:
+            return JSONResponse({"status": "unavailable", "reason": reason}, status_code=503)
+        return JSONResponse({"status": "ready"})
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        async with open_services(settings) as services:
+            provider.set(services)
+            app.state.services = services
+            try:
+                yield
+            finally:
+                provider.set(None)
+
+    routes: list[BaseRoute] = [
+        Route("/graphql", view, methods=["GET", "POST"]),
+        WebSocketRoute("/graphql", view),
+        Route("/healthz", healthz, methods=["GET"]),
+        Route("/readyz", readyz, methods=["GET"]),
+        *extra_routes,
+    ]
+    return Starlette(routes=routes, lifespan=lifespan)
+
+
+def app_from_env() -> Starlette:
+    """App factory for `uvicorn --factory graphql_api.app:app_from_env` (clouds are not needed by the API)."""
+    return create_app(Settings.from_env(os.environ, require_clouds=False))

@@ -1,0 +1,348 @@
+"""Input types of the `deploy` mutation, their validation, and the request they resolve to.
+
+`validate_deploy_input()` is pure: it returns every problem as (field path, reason), such as
+`("input.ports[1]", "must be between 1 and 65535")`, and never echoes a value (an env value may be a secret).
+`resolve_deploy_input()` then fills the defaults and splits the request into the spec stored on the row
+(keys only) and the environment that travels to the job.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import TypeGuard, TypeVar
+from urllib.parse import urlsplit
+
+import strawberry
+
+from graphql_api.errors import Problem
+from graphql_api.types import BuildPack
+
+#: Coolify's rule for environment variable keys.
+ENV_KEY_PATTERN = re.compile(r"^[A-Za-z_][A-Za-z0-9_.]*$")
+MAX_ENV_KEY_LENGTH = 255
+#: Longest environment value accepted (32 KiB), well under what Coolify stores.
+MAX_ENV_VALUE_LENGTH = 32768
+MAX_ENV_VARS = 200
+MAX_PORTS = 20
+MAX_DOMAINS = 20
+MAX_NAME_LENGTH = 100
+MAX_URL_LENGTH = 2048
+#: DigitalOcean slugs (regions, sizes, images).
+SLUG_PATTERN = re.compile(r"^[a-z0-9][a-z0-9-]*$")
+MAX_SLUG_LENGTH = 64
+NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
+BRANCH_PATTERN = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9._/-]*$")
+BASE_DIRECTORY_PATTERN = re.compile(r"^/[A-Za-z0-9._/-]*$")
+IMAGE_PATTERN = re.compile(r"^[a-z0-9][a-z0-9._-]*(?::[0-9]{1,5})?(?:/[a-z0-9][a-z0-9._-]*)*$")
+TAG_PATTERN = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$")
+_HOST_LABEL = re.compile(r"^(?!-)[A-Za-z0-9-]{1,63}(?<!-)$")
+_T = TypeVar("_T")
+
+
+@strawberry.input(description="A public git repository that Coolify builds.")
+class GitSourceInput:
+    """Where the code is and how Coolify builds it."""
+
+    repository: str = strawberry.field(description="An https:// URL of a public repository.")
+    branch: str = "main"
+    build_pack: BuildPack = BuildPack.NIXPACKS
+    base_directory: str | None = strawberry.field(default=strawberry.UNSET, description="Such as `/app`.")
+
+
+@strawberry.input(description="A ready Docker image pulled from a registry.")
+class DockerSourceInput:
+    """An image without its tag, and the tag."""
+
+    image: str
+    tag: str = "latest"
+
+
+@strawberry.input(
+    description="Exactly one of `git` or `docker`; omit the whole source for the default image."
+)
+class SourceInput:
+    """What to deploy."""
+
+    git: GitSourceInput | None = strawberry.UNSET
+    docker: DockerSourceInput | None = strawberry.UNSET
+
+
+@strawberry.input(description="One environment variable; the value is never stored or shown.")
+class EnvVarInput:
+    """A key (Coolify's rule) and its value."""
+
+    key: str
+    value: str
+
+
+@strawberry.input(description="What to deploy and where; every field is optional.")
+class DeployInput:
+    """The `deploy` mutation's input."""
+
+    name: str | None = strawberry.field(
+        default=strawberry.UNSET, description="The application's name; default `<prefix>-<deployment id>`."
+    )
+    source: SourceInput | None = strawberry.field(
+        default=strawberry.UNSET, description="Default: the configured default Docker image."
+    )
+    ports: list[int] | None = strawberry.field(
+        default=strawberry.UNSET, description="Ports the application exposes (1-65535, unique, at most 20)."
+    )
+    domains: list[str] | None = strawberry.field(
+        default=strawberry.UNSET, description="http:// or https:// URLs the application answers on."
+    )
+    region: str | None = strawberry.field(default=strawberry.UNSET, description="DigitalOcean region slug.")
+    size: str | None = strawberry.field(default=strawberry.UNSET, description="DigitalOcean size slug.")
+    image: str | None = strawberry.field(default=strawberry.UNSET, description="DigitalOcean image slug.")
+    env: list[EnvVarInput] | None = strawberry.field(
+        default=strawberry.UNSET, description="Initial environment; later entries may not repeat a key."
+    )
+
+
+def _given(value: _T | None) -> TypeGuard[_T]:
+    """Whether an optional input field was given a value (neither omitted nor null)."""
+    return value is not None and value is not strawberry.UNSET
+
+
+def validate_deploy_input(data: DeployInput | None, *, path: str = "input") -> list[Problem]:
+    """Every problem of a `DeployInput` as (field path, reason); an empty list means valid."""
+    if data is None:
+        return []
+    problems: list[Problem] = []
+    if _given(data.name):
+        problems += _check_name(f"{path}.name", data.name)
+    if _given(data.source):
+        problems += _check_source(f"{path}.source", data.source)
+    if _given(data.ports):
+        problems += _check_ports(f"{path}.ports", data.ports)
+    if _given(data.domains):
+        problems += _check_domains(f"{path}.domains", data.domains)
+    for name in ("region", "size", "image"):
+        value = getattr(data, name)
+        if _given(value):
+            problems += _check_slug(f"{path}.{name}", value)
+    if _given(data.env):
+        problems += _check_env(f"{path}.env", data.env)
+    return problems
+
+
+def _check_name(path: str, name: str) -> list[Problem]:
+    if not name:
+        return [(path, "must not be empty")]
+    if len(name) > MAX_NAME_LENGTH:
+        return [(path, f"must be at most {MAX_NAME_LENGTH} characters")]
+    if not NAME_PATTERN.match(name):
+        return [(path, "must start with a letter or digit and hold only letters, digits, '.', '_' and '-'")]
+    return []
+
+
+def _check_source(path: str, source: SourceInput) -> list[Problem]:
+    git, docker = source.git, source.docker
+    if _given(git) and _given(docker):
+        return [(path, "give exactly one of git or docker, not both")]
+    if _given(git):
+        return _check_git(f"{path}.git", git)
+    if _given(docker):
+        return _check_docker(f"{path}.docker", docker)
+    return [(path, "give exactly one of git or docker (or omit source for the default image)")]
+
+
+def _check_git(path: str, git: GitSourceInput) -> list[Problem]:
+    problems: list[Problem] = []
+    repo = git.repository
+    if len(repo) > MAX_URL_LENGTH:
+        problems.append((f"{path}.repository", f"must be at most {MAX_URL_LENGTH} characters"))
+    else:
+        reason = _url_problem(repo, schemes=("https",), allow_path=True)
+        if reason:
+            problems.append((f"{path}.repository", reason))
+    branch = git.branch
+    if (
+        not branch
+        or len(branch) > 255
+        or not BRANCH_PATTERN.match(branch)
+        or ".." in branch
+        or branch.endswith("/")
+    ):
+        problems.append((f"{path}.branch", "must be a git branch name (letters, digits, '.', '_', '/', '-')"))
+    base = git.base_directory
+    if _given(base) and (
+        len(base) > 255 or not BASE_DIRECTORY_PATTERN.match(base) or ".." in base.split("/")
+    ):
+        problems.append((f"{path}.baseDirectory", "must be an absolute path such as /app, without '..'"))
+    return problems
+
+
+def _check_docker(path: str, docker: DockerSourceInput) -> list[Problem]:
+    problems: list[Problem] = []
+    if not docker.image or len(docker.image) > 255 or not IMAGE_PATTERN.match(docker.image):
+        problems.append(
+            (f"{path}.image", "must be an image name such as nginx or ghcr.io/owner/app, without a tag")
+        )
+    if not TAG_PATTERN.match(docker.tag):
+        problems.append((f"{path}.tag", "must be a tag of letters, digits, '_', '.' and '-' (at most 128)"))
+    return problems
+
+
+def _check_ports(path: str, ports: Sequence[int]) -> list[Problem]:
+    if not ports:
+        return [(path, "must list at least one port (or be omitted for the default)")]
+    if len(ports) > MAX_PORTS:
+        return [(path, f"must list at most {MAX_PORTS} ports")]
+    problems: list[Problem] = []
+    seen: dict[int, int] = {}
+    for index, port in enumerate(ports):
+        if not 1 <= port <= 65535:
+            problems.append((f"{path}[{index}]", "must be between 1 and 65535"))
+        elif port in seen:
+            problems.append((f"{path}[{index}]", f"repeats {path}[{seen[port]}]"))
+        else:
+            seen[port] = index
+    return problems
+
+
+def _check_domains(path: str, domains: Sequence[str]) -> list[Problem]:
+    if len(domains) > MAX_DOMAINS:
+        return [(path, f"must list at most {MAX_DOMAINS} domains")]
+    problems: list[Problem] = []
+    seen: dict[str, int] = {}
+    for index, domain in enumerate(domains):
+        reason = _url_problem(domain, schemes=("http", "https"), allow_path=False)
+        key = domain.lower().rstrip("/")
+        if reason:
+            problems.append((f"{path}[{index}]", reason))
+        elif key in seen:
+            problems.append((f"{path}[{index}]", f"repeats {path}[{seen[key]}]"))
+        else:
+            seen[key] = index
+    return problems
+
+
+def _check_slug(path: str, value: str) -> list[Problem]:
+    if len(value) > MAX_SLUG_LENGTH or not SLUG_PATTERN.match(value):
+        return [(path, "must be a DigitalOcean slug: lowercase letters, digits and '-'")]
+    return []
+
+
+def _check_env(path: str, env: Sequence[EnvVarInput]) -> list[Problem]:
+    if len(env) > MAX_ENV_VARS:
+        return [(path, f"must list at most {MAX_ENV_VARS} variables")]
+    problems: list[Problem] = []
+    seen: dict[str, int] = {}
+    for index, item in enumerate(env):
+        key_path = f"{path}[{index}].key"
+        if not item.key:
+            problems.append((key_path, "must not be empty"))
+        elif len(item.key) > MAX_ENV_KEY_LENGTH:
+            problems.append((key_path, f"must be at most {MAX_ENV_KEY_LENGTH} characters"))
+        elif not ENV_KEY_PATTERN.match(item.key):
+            problems.append(
+                (key_path, "must start with a letter or '_' and hold only letters, digits, '_' and '.'")
+            )
+        elif item.key in seen:
+            problems.append((key_path, f"repeats {path}[{seen[item.key]}].key"))
+        else:
+            seen[item.key] = index
+        if len(item.value) > MAX_ENV_VALUE_LENGTH:
+            problems.append((f"{path}[{index}].value", f"must be at most {MAX_ENV_VALUE_LENGTH} characters"))
+    return problems
+
+
+def _url_problem(value: str, *, schemes: tuple[str, ...], allow_path: bool) -> str | None:
+    """Why a URL is unacceptable, or None; the reason never repeats the URL."""
+    wanted = " or ".join(f"{scheme}://" for scheme in schemes)
+    if not value or any(ch.isspace() for ch in value) or len(value) > MAX_URL_LENGTH:
+        return f"must be a URL starting with {wanted}"
+    try:
+        parts = urlsplit(value)
+        port = parts.port
+    except ValueError:
+        return f"must be a URL starting with {wanted}"
+    if parts.scheme not in schemes:
+        return f"must be a URL starting with {wanted}"
+    if parts.username is not None or parts.password is not None:
+        return "must not contain credentials"
+    host = parts.hostname or ""
+    if not host or len(host) > 253 or not all(_HOST_LABEL.match(label) for label in host.split(".")):
+        return "must name a valid host"
+    if port == 0:
+        return "must not use port 0"
+    if not allow_path and (parts.path not in ("", "/") or parts.query or parts.fragment):
+        return "must be a scheme and host (and optional port) without a path"
+    if allow_path and (parts.path in ("", "/") or parts.query or parts.fragment):
+        return "must name a repository such as https://github.com/owner/repo"
+    return None
+
+
+@dataclass(frozen=True)
+class DeployDefaults:
+    """What an omitted `DeployInput` field becomes (from settings, passed down by the resolver)."""
+
+    name_prefix: str
+    region: str
+    size: str
+    image: str
+    app_image: str
+    app_port: int
+    default_env: tuple[tuple[str, str], ...] = field(default=(), repr=False)
+
+
+@dataclass(frozen=True)
+class DeployRequest:
+    """A validated deploy request: the spec stored on the row, and the environment for the job."""
+
+    droplet_name: str
+    spec: dict[str, object]
+    env: tuple[tuple[str, str], ...] = field(repr=False)
+
+
+def split_image(reference: str) -> tuple[str, str]:
+    """Split `image[:tag]` into (image, tag); a registry port (`host:5000/app`) is not a tag."""
+    image, sep, tag = reference.rpartition(":")
+    if not sep or "/" in tag:
+        return reference, "latest"
+    return image, tag
+
+
+def resolve_deploy_input(
+    data: DeployInput | None, *, defaults: DeployDefaults, deployment_id: str
+) -> DeployRequest:
+    """Fill the defaults of a validated input; the spec holds env keys only, the values go to the job."""
+    data = data or DeployInput()
+    default_name = f"{defaults.name_prefix}-{deployment_id}"
+    source = data.source if _given(data.source) else None
+    source_spec: dict[str, object]
+    if source is not None and _given(source.git):
+        git = source.git
+        assert git is not None
+        source_spec = {
+            "kind": "git",
+            "repository": git.repository,
+            "branch": git.branch,
+            "build_pack": git.build_pack.value,
+            "base_directory": git.base_directory if _given(git.base_directory) else None,
+        }
+    elif source is not None and _given(source.docker):
+        docker = source.docker
+        assert docker is not None
+        source_spec = {"kind": "docker", "image": docker.image, "tag": docker.tag}
+    else:
+        image, tag = split_image(defaults.app_image)
+        source_spec = {"kind": "docker", "image": image, "tag": tag}
+    ports = list(data.ports) if _given(data.ports) else [defaults.app_port]
+    env = dict(defaults.default_env)
+    if _given(data.env):
+        env.update((item.key, item.value) for item in data.env)
+    spec: dict[str, object] = {
+        "name": data.name if _given(data.name) else default_name,
+        "source": source_spec,
+        "ports": ",".join(str(port) for port in ports),
+        "domains": list(data.domains) if _given(data.domains) else [],
+        "region": data.region if _given(data.region) else defaults.region,
+        "size": data.size if _given(data.size) else defaults.size,
+        "image": data.image if _given(data.image) else defaults.image,
+        "env_keys": list(env),
+    }
+    return DeployRequest(droplet_name=default_name, spec=spec, env=tuple(env.items()))

@@ -1,0 +1,48 @@
+"""Queries: one deployment by id, and the droplet slot count."""
+
+from __future__ import annotations
+
+import strawberry
+from strawberry.types import Info
+
+from graphql_api.auth import CanRead
+from graphql_api.context import Context
+from graphql_api.errors import NotFoundError
+from graphql_api.types import Deployment, DropletCount, parse_deployment_id
+from models import deployment as db
+from models.slot import slot_usage
+
+
+async def load_deployment(raw_id: str) -> db.Deployment:
+    """The stored deployment with this id; NOT_FOUND for an unknown or malformed id."""
+    deployment_id = parse_deployment_id(raw_id)
+    row = await db.Deployment.get_or_none(id=deployment_id) if deployment_id is not None else None
+    if row is None:
+        raise NotFoundError("deployment", str(raw_id))
+    return row
+
+
+async def resolve_deployment(info: Info[Context, None], id: strawberry.ID) -> Deployment | None:
+    """Look a deployment up by id."""
+    return Deployment.from_model(await load_deployment(id))
+
+
+async def resolve_droplet_count(info: Info[Context, None]) -> DropletCount:
+    """Count held droplet slots against MAX_ACTIVE_DROPLETS."""
+    return DropletCount.from_usage(await slot_usage(info.context.settings.max_active_droplets))
+
+
+@strawberry.type
+class Query:
+    """Read-only operations; they need the `read` scope."""
+
+    deployment: Deployment | None = strawberry.field(
+        resolver=resolve_deployment,
+        permission_classes=[CanRead],
+        description="One deployment; null plus a NOT_FOUND error when unknown.",
+    )
+    droplet_count: DropletCount = strawberry.field(
+        resolver=resolve_droplet_count,
+        permission_classes=[CanRead],
+        description="Droplet slots held, the limit, and free slots.",
+    )

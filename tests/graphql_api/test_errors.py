@@ -1,0 +1,145 @@
+"""Error codes as extensions, request-error redaction, and masking of unexpected errors."""
+
+from __future__ import annotations
+
+import logging
+
+import pytest
+import strawberry
+from graphql import GraphQLError
+from tortoise import Tortoise
+
+from graphql_api.errors import (
+    BadUserInputError,
+    DeployerError,
+    DropletLimitReachedError,
+    ErrorPolicy,
+    ForbiddenError,
+    NotFoundError,
+    UnauthenticatedError,
+    UpstreamError,
+    redact_request_error,
+)
+from models import Deployment
+from tests.graphql_api.conftest import GraphQLClient
+
+
+@pytest.mark.parametrize(
+    ("error", "code", "status"),
+    [
+        (BadUserInputError([("input.ports[0]", "must be between 1 and 65535")]), "BAD_USER_INPUT", 400),
+        (UnauthenticatedError(), "UNAUTHENTICATED", 401),
+        (ForbiddenError("deploy"), "FORBIDDEN", 403),
+        (NotFoundError("deployment", "x"), "NOT_FOUND", 404),
+        (DropletLimitReachedError(3), "DROPLET_LIMIT_REACHED", 429),
+        (UpstreamError("DigitalOcean refused: 422 droplet limit"), "UPSTREAM_ERROR", 502),
+    ],
+)
+def test_each_error_carries_its_code_and_status(error: DeployerError, code: str, status: int) -> None:
+    """Every named error maps to the contract's code and HTTP-like status."""
+    assert error.extensions["code"] == code
+    assert error.extensions["status"] == status
+    assert GraphQLError(error.message, original_error=error).extensions == error.extensions
+
+
+def test_bad_user_input_lists_fields() -> None:
+    """BAD_USER_INPUT names each field in its message and in `extensions.fields`."""
+    error = BadUserInputError([("input.ports[1]", "must be between 1 and 65535"), ("input.name", "too long")])
+    assert error.message == "Invalid input: input.ports[1]: must be between 1 and 65535; input.name: too long"
+    assert error.extensions["fields"] == [
+        {"field": "input.ports[1]", "message": "must be between 1 and 65535"},
+        {"field": "input.name", "message": "too long"},
+    ]
+
+
+@pytest.mark.parametrize(
+    ("message", "expected"),
+    [
+        (
+            "Variable '$input' has invalid value.env[0].value: String cannot represent a non string value:"
+            " 12345",
+            "Variable '$input' has invalid value.env[0].value: String cannot represent a non string value.",
+        ),
+        (
+            "Variable '$input' has invalid value: Expected value of type 'DeployInput' not to include unknown"
+            " field 'x', found: {'x': 'secret'}.",
+            "Variable '$input' has invalid value: Expected value of type 'DeployInput' not to include unknown"
+            " field 'x'.",
+        ),
+        (
+            "Expected value of type 'Int!', found \"secret\"; Int cannot represent",
+            "Expected value of type 'Int!'.",
+        ),
+        ("Cannot query field 'nope' on type 'Query'.", "Cannot query field 'nope' on type 'Query'."),
+    ],
+)
+def test_request_error_messages_lose_echoed_values(message: str, expected: str) -> None:
+    """graphql-core's echoed input values are cut from request-error messages."""
+    assert redact_request_error(message) == expected
+    assert "secret" not in redact_request_error(message)
+
+
+def test_unexpected_resolver_error_is_masked() -> None:
+    """A bug in a resolver reaches the client as INTERNAL_SERVER_ERROR without its message."""
+
+    @strawberry.type
+    class Query:
+        @strawberry.field
+        def boom(self) -> str:
+            raise RuntimeError("password=hunter2")
+
+        @strawberry.field
+        def missing(self) -> str:
+            raise NotFoundError("deployment", "abc")
+
+    schema = strawberry.Schema(Query, extensions=[ErrorPolicy])
+    result = schema.execute_sync("{ boom }")
+    assert result.errors is not None
+    [error] = result.errors
+    assert error.message == "Internal server error"
+    assert error.extensions == {"code": "INTERNAL_SERVER_ERROR", "status": 500}
+    result = schema.execute_sync("{ missing }")
+    assert result.errors is not None
+    assert result.errors[0].extensions == {"code": "NOT_FOUND", "status": 404}
+
+
+async def test_internal_error_over_http_is_masked_and_logged(
+    gql: GraphQLClient, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A corrupt row (a bug, not the client's fault) gives a masked 500 error and a server-side traceback."""
+    row = await Deployment.create(spec={})
+    conn = Tortoise.get_connection("default")
+    postgres = conn.capabilities.dialect == "postgres"
+    corrupt = (
+        "UPDATE deployment SET stage = 'NO_SUCH_STAGE' WHERE id = $1"
+        if postgres
+        else "UPDATE deployment SET stage = 'NO_SUCH_STAGE' WHERE id = ?"
+    )
+    await conn.execute_query(corrupt, [str(row.id)])
+    with caplog.at_level(logging.ERROR, logger="deployer.graphql"):
+        status, body = await gql("query($id: ID!) { deployment(id: $id) { id stage } }", {"id": str(row.id)})
+    assert status == 200
+    [error] = body["errors"]
+    assert error["message"] == "Internal server error"
+    assert error["extensions"] == {"code": "INTERNAL_SERVER_ERROR", "status": 500}
+    assert "NO_SUCH_STAGE" not in str(body)
+    assert any(record.exc_info for record in caplog.records), (
+        "the original error is logged with its traceback"
+    )
+
+
+async def test_syntax_and_validation_errors_have_codes(gql: GraphQLClient) -> None:
+    """A syntax error is GRAPHQL_PARSE_FAILED and an unknown field GRAPHQL_VALIDATION_FAILED, both 400."""
+    _, body = await gql("{ dropletCount { active ")
+    assert body["errors"][0]["extensions"] == {"code": "GRAPHQL_PARSE_FAILED", "status": 400}
+    _, body = await gql("{ nope }")
+    assert body["errors"][0]["extensions"] == {"code": "GRAPHQL_VALIDATION_FAILED", "status": 400}
+
+
+async def test_inline_literal_of_wrong_type_is_not_echoed(gql: GraphQLClient) -> None:
+    """A wrongly typed literal in the query text is a validation error that does not repeat the value."""
+    query = 'mutation { deploy(input: {env: [{key: "A", value: 5550123}]}) { id } }'
+    _, body = await gql(query)
+    [error] = body["errors"]
+    assert error["extensions"]["code"] == "GRAPHQL_VALIDATION_FAILED"
+    assert "5550123" not in str(body)
