@@ -11,7 +11,8 @@ from typing import Any
 
 import httpx
 from redis.asyncio import Redis
-from saq import Queue, Worker
+from saq import Worker
+from saq.queue.redis import RedisQueue as Queue
 
 from clients.coolify import CoolifyClient
 from clients.digitalocean import DigitalOceanClient
@@ -25,6 +26,8 @@ from settings import Settings
 
 #: Sweep for jobs whose worker died (expired heartbeat) every few seconds instead of SAQ's 60.
 SWEEP_INTERVAL_S = 5
+#: Redis connections beyond one per concurrency slot (sweep, schedule, stats, heartbeats, aborts).
+UPKEEP_CONNECTIONS = 32
 
 
 def worker_settings(settings: Settings, *, transport: httpx.AsyncBaseTransport | None = None) -> dict[str, Any]:
@@ -33,7 +36,12 @@ def worker_settings(settings: Settings, *, transport: httpx.AsyncBaseTransport |
     Args:
         transport: an httpx transport for both cloud clients (tests pass the sandbox's ASGI transport).
     """
-    queue = Queue.from_url(settings.redis_url, name=settings.queue_name)
+    # Every concurrency slot holds a connection in a blocking dequeue; upkeep, heartbeats and progress need
+    # more. redis-py's default pool (100) would run dry at the default concurrency.
+    queue = Queue(
+        Redis.from_url(settings.redis_url, max_connections=settings.worker_concurrency + UPKEEP_CONNECTIONS),
+        name=settings.queue_name,
+    )
 
     async def startup(ctx: WorkerContext) -> None:
         await init_db(settings.database_url)

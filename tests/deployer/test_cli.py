@@ -1,0 +1,86 @@
+"""The `deployer` command: settings refused at start, the schema printer, and `deployer dev` end to end."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+
+from deployer.embedded_redis import free_port
+from tests.processes import FAST_PIPELINE, FAST_SANDBOX, Process, base_env, wait_http
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+
+
+def run_cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    """Run `python -m deployer.cli ARGS` and capture its output."""
+    return subprocess.run(  # noqa: S603
+        [sys.executable, "-m", "deployer.cli", *args],
+        env=base_env(env or {}),
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+        cwd=REPO_ROOT,
+    )
+
+
+def test_schema_prints_the_committed_sdl() -> None:
+    """`deployer schema` prints exactly schema.graphql."""
+    result = run_cli("schema")
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == (REPO_ROOT / "schema.graphql").read_text()
+
+
+@pytest.mark.parametrize(("name", "value"), [("MAX_ACTIVE_DROPLETS", "-1"), ("DROPLET_TIMEOUT_S", "soon")])
+def test_an_invalid_setting_stops_the_program_naming_it(name: str, value: str) -> None:
+    """`deployer serve` with an invalid setting exits 2 with a message naming the variable."""
+    result = run_cli("serve", env={"REDIS_URL": "redis://127.0.0.1:1/0", name: value})
+    assert result.returncode == 2
+    assert name in result.stderr
+
+
+def test_worker_refuses_to_start_without_cloud_credentials() -> None:
+    """`deployer worker` needs DO_API_KEY and says so."""
+    result = run_cli("worker", env={"REDIS_URL": "redis://127.0.0.1:1/0"})
+    assert result.returncode == 2
+    assert "DO_API_KEY" in result.stderr
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(120)
+def test_dev_runs_a_sandbox_deployment_to_completed(tmp_path: Path) -> None:
+    """`deployer dev` with nothing configured serves GraphiQL and takes a deployment to COMPLETED, announcing
+    SANDBOX MODE."""
+    port = free_port()
+    env = base_env({**FAST_SANDBOX, **FAST_PIPELINE})
+    for name in ("REDIS_URL", "DATABASE_URL", "DO_API_KEY"):
+        env.pop(name, None)
+    proc = Process("dev", ["dev", "--port", str(port)], env, tmp_path)
+    try:
+        base = f"http://127.0.0.1:{port}"
+        wait_http(f"{base}/readyz", proc, timeout=30)
+        assert "text/html" in httpx.get(f"{base}/graphql", headers={"accept": "text/html"}).headers["content-type"]
+        query = {"query": 'mutation { deploy(input: {name: "hello"}) { id status } }'}
+        deployment = httpx.post(f"{base}/graphql", json=query).json()["data"]["deploy"]
+        status = deployment["status"]
+        deadline = time.monotonic() + 60
+        while status not in ("COMPLETED", "FAILED") and time.monotonic() < deadline:
+            time.sleep(0.2)
+            body = httpx.post(
+                f"{base}/graphql",
+                json={"query": "query($id: ID!) { deployment(id: $id) { status error } }",
+                      "variables": {"id": deployment["id"]}},  # fmt: skip
+            ).json()
+            status = body["data"]["deployment"]["status"]
+        assert status == "COMPLETED", proc.output()
+        output = proc.output()
+        assert "SANDBOX MODE" in output
+        assert f"{base}/graphql" in output
+        assert "Traceback" not in output
+    finally:
+        proc.stop()
