@@ -147,7 +147,10 @@ class Settings:
             default_env=env.env_pairs("DEPLOYER_DEFAULT_ENV"),
             api_tokens=env.api_tokens("DEPLOYER_API_TOKENS"),
             app_image=env.pattern(
-                "APP_DEFAULT_IMAGE", "nginx:alpine", re.compile(r"^[a-z0-9][a-z0-9._/-]*(:[A-Za-z0-9_.-]+)?$"), "image[:tag]"
+                "APP_DEFAULT_IMAGE",
+                "nginx:alpine",
+                re.compile(r"^[a-z0-9][a-z0-9._/-]*(:[A-Za-z0-9_.-]+)?$"),
+                "image[:tag]",
             ),
             app_port=env.integer("APP_DEFAULT_PORT", 80, minimum=1, maximum=65535),
             queue_name=env.pattern("DEPLOYER_QUEUE", "deployer", re.compile(r"^[A-Za-z0-9_.:-]{1,64}$"), "a name"),

@@ -127,9 +127,7 @@ class Server:
     @property
     def ready(self) -> bool:
         """Validated: reachable over SSH, Docker usable, not disabled, and no failure logged."""
-        return (
-            self.is_reachable and self.is_usable and not self.force_disabled and self.validation_logs is None
-        )
+        return self.is_reachable and self.is_usable and not self.force_disabled and self.validation_logs is None
 
     @property
     def failed(self) -> bool:
@@ -222,9 +220,7 @@ class EnvVarSpec:
 
     def __post_init__(self) -> None:
         if len(self.key) > 255 or not ENV_KEY_PATTERN.match(self.key):
-            raise ValueError(
-                f"invalid env key {self.key!r}: expected {ENV_KEY_PATTERN.pattern}, max 255 chars"
-            )
+            raise ValueError(f"invalid env key {self.key!r}: expected {ENV_KEY_PATTERN.pattern}, max 255 chars")
 
     def to_body(self) -> JSONObject:
         """The JSON object for create, PATCH and bulk PATCH, with the full flag set."""
@@ -362,8 +358,7 @@ class CoolifyClient:
         path = "/security/keys"
         body = await self._http.send_json("GET", path)
         return [
-            self._http.parse(PrivateKey.from_api, k, "private key", "GET", path)
-            for k in self._list(body, "GET", path)
+            self._http.parse(PrivateKey.from_api, k, "private key", "GET", path) for k in self._list(body, "GET", path)
         ]
 
     # -- servers -----------------------------------------------------------------------------------------
@@ -372,9 +367,7 @@ class CoolifyClient:
         """``GET /servers``: every server of the team."""
         path = "/servers"
         body = await self._http.send_json("GET", path)
-        return [
-            self._http.parse(Server.from_api, s, "server", "GET", path) for s in self._list(body, "GET", path)
-        ]
+        return [self._http.parse(Server.from_api, s, "server", "GET", path) for s in self._list(body, "GET", path)]
 
     async def get_server(self, uuid: str) -> Server:
         """``GET /servers/{uuid}``: poll this after :meth:`validate_server`."""
@@ -448,8 +441,7 @@ class CoolifyClient:
         path = "/applications"
         body = await self._http.send_json("GET", path)
         return [
-            self._http.parse(Application.from_api, a, "application", "GET", path)
-            for a in self._list(body, "GET", path)
+            self._http.parse(Application.from_api, a, "application", "GET", path) for a in self._list(body, "GET", path)
         ]
 
     async def get_application(self, uuid: str) -> Application:
@@ -458,9 +450,7 @@ class CoolifyClient:
         body = await self._http.send_json("GET", path)
         return self._http.parse(Application.from_api, body, "application", "GET", path)
 
-    async def _create_application(
-        self, path: str, payload: JSONObject, name: str, build_pack: str
-    ) -> Application:
+    async def _create_application(self, path: str, payload: JSONObject, name: str, build_pack: str) -> Application:
         body = await self._http.send_json("POST", path, json=payload)
         uuid = self._uuid(body, "POST", path)
         domains = body.get("domains") if isinstance(body, dict) else None
@@ -619,10 +609,7 @@ class CoolifyClient:
         """``GET /applications/{uuid}/envs``: production rows first, then preview rows."""
         path = f"/applications/{path_segment(app_uuid)}/envs"
         body = await self._http.send_json("GET", path)
-        return [
-            self._http.parse(EnvVar.from_api, e, "env var", "GET", path)
-            for e in self._list(body, "GET", path)
-        ]
+        return [self._http.parse(EnvVar.from_api, e, "env var", "GET", path) for e in self._list(body, "GET", path)]
 
     async def create_env(self, app_uuid: str, spec: EnvVarSpec) -> str:
         """``POST /applications/{uuid}/envs`` (201): add a key and return the row's uuid.
@@ -658,9 +645,7 @@ class CoolifyClient:
     async def delete_env(self, app_uuid: str, env_uuid: str) -> bool:
         """``DELETE /applications/{uuid}/envs/{env_uuid}``: True when deleted, False when already gone."""
         try:
-            await self._http.send(
-                "DELETE", f"/applications/{path_segment(app_uuid)}/envs/{path_segment(env_uuid)}"
-            )
+            await self._http.send("DELETE", f"/applications/{path_segment(app_uuid)}/envs/{path_segment(env_uuid)}")
         except NotFoundError:
             return False
         return True

@@ -297,9 +297,7 @@ class DigitalOceanClient:
             items = _field(body, "droplets")
             if not isinstance(items, list):
                 raise self._http.fail("response has no 'droplets' list", "GET", "/droplets")
-            droplets.extend(
-                self._http.parse(Droplet.from_api, item, "droplet", "GET", "/droplets") for item in items
-            )
+            droplets.extend(self._http.parse(Droplet.from_api, item, "droplet", "GET", "/droplets") for item in items)
             next_url = _next_page(body)
             if next_url is None:
                 return droplets

@@ -255,23 +255,15 @@ class ApiHTTP:
                     method, url, params=query or None, headers=self._headers(), **extra
                 )
             except httpx.TimeoutException as exc:
-                error = APITimeoutError(
-                    self.api, self._scrub(_describe_exc(exc)), method=method, path=log_path
-                )
+                error = APITimeoutError(self.api, self._scrub(_describe_exc(exc)), method=method, path=log_path)
                 retryable = True
                 cause = exc
-                self._log.info(
-                    "%s %s -> %s (attempt %d/%d)", method, log_path, type(exc).__name__, attempt, attempts
-                )
+                self._log.info("%s %s -> %s (attempt %d/%d)", method, log_path, type(exc).__name__, attempt, attempts)
             except httpx.TransportError as exc:
-                error = APIConnectionError(
-                    self.api, self._scrub(_describe_exc(exc)), method=method, path=log_path
-                )
+                error = APIConnectionError(self.api, self._scrub(_describe_exc(exc)), method=method, path=log_path)
                 retryable = isinstance(exc, httpx.NetworkError | httpx.RemoteProtocolError)
                 cause = exc
-                self._log.info(
-                    "%s %s -> %s (attempt %d/%d)", method, log_path, type(exc).__name__, attempt, attempts
-                )
+                self._log.info("%s %s -> %s (attempt %d/%d)", method, log_path, type(exc).__name__, attempt, attempts)
             else:
                 elapsed_ms = (time.monotonic() - started) * 1000
                 request_id = response.headers.get("x-request-id")
@@ -343,9 +335,7 @@ class ApiHTTP:
 
     def fail(self, message: str, method: str, path: str) -> CloudAPIError:
         """Build a :class:`~clients.errors.CloudAPIError` about a response that broke the API contract."""
-        return CloudAPIError(
-            self.api, message, method=method.upper(), path=httpx.URL(self.base_url + path).path
-        )
+        return CloudAPIError(self.api, message, method=method.upper(), path=httpx.URL(self.base_url + path).path)
 
     def _delay(self, failed_attempt: int, response: httpx.Response | None) -> float:
         hint: float | None = None
@@ -378,8 +368,7 @@ class ApiHTTP:
             if isinstance(body.get("request_id"), str):
                 request_id = body["request_id"]
             errors = {
-                self._scrub(k): tuple(self._scrub(m) for m in v)
-                for k, v in _field_errors(body.get("errors")).items()
+                self._scrub(k): tuple(self._scrub(m) for m in v) for k, v in _field_errors(body.get("errors")).items()
             }
         request_id = request_id or response.headers.get("x-request-id")
         text = self._scrub(message or response.reason_phrase or f"HTTP {response.status_code}")

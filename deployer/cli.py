@@ -43,7 +43,11 @@ def _cmd_serve(args: argparse.Namespace) -> int:
     settings = _settings(require_clouds=False, require_redis=True)
     configure_logging(settings.log_level)
     uvicorn.run(
-        create_app(settings), host=args.host, port=args.port, log_level=settings.log_level.lower(), proxy_headers=True
+        create_app(settings),
+        host=args.host,
+        port=args.port,
+        log_level=settings.log_level.lower(),
+        proxy_headers=True,
     )
     return 0
 
@@ -65,7 +69,10 @@ def _cmd_sandbox(args: argparse.Namespace) -> int:
     from sandbox.state import SandboxConfig, World
 
     world = World(SandboxConfig.from_env(os.environ))
-    print(f"SANDBOX: simulated DigitalOcean at http://{args.host}:{args.port}/sandbox/digitalocean", file=sys.stderr)
+    print(
+        f"SANDBOX: simulated DigitalOcean at http://{args.host}:{args.port}/sandbox/digitalocean",
+        file=sys.stderr,
+    )
     print(f"SANDBOX: simulated Coolify at http://{args.host}:{args.port}/sandbox/coolify", file=sys.stderr)
     uvicorn.run(create_sandbox(world), host=args.host, port=args.port, log_level="warning")
     return 0

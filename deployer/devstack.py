@@ -25,7 +25,7 @@ from graphql_api.app import create_app
 from jobs.worker import worker_settings
 from sandbox.app import create_app as create_sandbox
 from sandbox.state import SandboxConfig, World
-from settings import CoolifySettings, DigitalOceanSettings, Settings
+from settings import CoolifySettings, Settings
 
 DEV_DIR = Path(".deployer")
 EXAMPLE = """mutation { deploy(input: {name: "hello"}) { id status } }
@@ -35,7 +35,7 @@ subscription { deploymentProgress(id: "<id>") { sequence status stage message } 
 class _QuietWorker(Worker[Any]):
     """A worker that leaves SIGINT/SIGTERM to uvicorn; the dev stack stops it when the server stops."""
 
-    SIGNALS = []  # noqa: RUF012 - overrides saq's class attribute
+    SIGNALS = []
 
 
 def sandbox_settings(settings: Settings, base_url: str, config: SandboxConfig) -> Settings:
@@ -82,10 +82,10 @@ async def run_dev(settings: Settings, *, host: str, port: int, environ: Mapping[
         print("deployer: invalid setting: COOLIFY_API_URL is required when DO_API_KEY is set", file=sys.stderr)
         return 2
     if not environ.get("DATABASE_URL"):
-        DEV_DIR.mkdir(exist_ok=True)
+        DEV_DIR.mkdir(exist_ok=True)  # noqa: ASYNC240 - once, at start
         db_file = DEV_DIR / "dev.sqlite3"
         if sandbox_mode:  # the sandbox world starts empty, so must the database that points into it
-            for stale in DEV_DIR.glob("dev.sqlite3*"):
+            for stale in DEV_DIR.glob("dev.sqlite3*"):  # noqa: ASYNC240 - once, at start
                 stale.unlink()
         settings = replace(settings, database_url=f"sqlite://{db_file}")
         notes.append(f"Database: SQLite at {db_file}")
@@ -98,7 +98,7 @@ async def run_dev(settings: Settings, *, host: str, port: int, environ: Mapping[
         server = uvicorn.Server(uvicorn.Config(app, host=host, port=port, log_level="warning", lifespan="on"))
         worker = _QuietWorker(**worker_settings(settings))
         server_task = asyncio.create_task(server.serve())
-        while not server.started and not server_task.done():
+        while not server.started and not server_task.done():  # noqa: ASYNC110 - uvicorn exposes only a flag
             await asyncio.sleep(0.05)
         if server_task.done():
             return 1

@@ -48,9 +48,7 @@ async def deploy(ctx: WorkerContext, *, deployment_id: str, env: list[list[str]]
             await run_pipeline(run)
         except Exception:
             last_attempt = job is None or job.attempts >= job.retries
-            logger.exception(
-                "deploy job crashed", extra={"deployment_id": deployment_id, "last_attempt": last_attempt}
-            )
+            logger.exception("deploy job crashed", extra={"deployment_id": deployment_id, "last_attempt": last_attempt})
             if not last_attempt:
                 raise
             await fail(run, f"internal error during {deployment.stage.value}; see the worker log")

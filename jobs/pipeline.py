@@ -8,6 +8,7 @@ cost money) and the error says so.
 
 from __future__ import annotations
 
+import functools
 import logging
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
@@ -109,8 +110,8 @@ async def cleanup(run: Run) -> list[str]:
         server_uuid = deployment.server_uuid
         try:
             await coolify.delete_server(server_uuid, force=True)
-            await run.poll("the Coolify server to be deleted", _gone(lambda: coolify.get_server(server_uuid)), interval=interval,
-                           timeout=timeout)  # fmt: skip
+            gone = _gone(lambda: coolify.get_server(server_uuid))
+            await run.poll("the Coolify server to be deleted", gone, interval=interval, timeout=timeout)
             await run.event(f"Deleted Coolify server {server_uuid}")
         except (CloudAPIError, StepFailedError) as exc:
             problems.append(f"Coolify server {server_uuid} not confirmed deleted ({exc})")
@@ -122,8 +123,8 @@ async def cleanup(run: Run) -> list[str]:
     for droplet_id in sorted(droplet_ids):
         try:
             await do.delete_droplet(droplet_id)
-            await run.poll("the droplet to be deleted", _gone(lambda: do.get_droplet(droplet_id)), interval=interval,
-                           timeout=timeout)  # fmt: skip
+            gone = _gone(functools.partial(do.get_droplet, droplet_id))
+            await run.poll("the droplet to be deleted", gone, interval=interval, timeout=timeout)
             await run.event(f"Deleted droplet {droplet_id}")
         except (CloudAPIError, StepFailedError) as exc:
             problems.append(f"droplet {droplet_id} not confirmed deleted ({exc})")

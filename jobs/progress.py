@@ -159,7 +159,11 @@ async def announce(redis: Redis, event: ProgressEvent) -> None:
     except (RedisError, OSError) as exc:
         logger.warning(
             "progress announce failed; listeners will catch up from the database",
-            extra={"deployment_id": event.deployment_id, "sequence": event.sequence, "error": type(exc).__name__},
+            extra={
+                "deployment_id": event.deployment_id,
+                "sequence": event.sequence,
+                "error": type(exc).__name__,
+            },
         )
 
 

@@ -39,7 +39,9 @@ async def create_droplet(run: Run) -> None:
     deployment = run.deployment
     spec = run.spec()
     if deployment.droplet_id is not None:
-        await run.event(f"Droplet {deployment.droplet_id} already exists; resuming", stage=DeploymentStage.CREATE_DROPLET)
+        await run.event(
+            f"Droplet {deployment.droplet_id} already exists; resuming", stage=DeploymentStage.CREATE_DROPLET
+        )
         return
     await run.event(
         f"Creating droplet {deployment.droplet_name} ({spec.size} in {spec.region}, image {spec.image})",
@@ -240,7 +242,8 @@ async def start_deployment(run: Run) -> None:
         raise StepFailedError(f"Coolify accepted the deploy but returned no deployment: {result.message}")
     note = " (already queued)" if result.already_queued else ""
     await run.event(
-        f"Coolify deployment {result.deployment_uuid} queued{note}", coolify_deployment_uuid=result.deployment_uuid
+        f"Coolify deployment {result.deployment_uuid} queued{note}",
+        coolify_deployment_uuid=result.deployment_uuid,
     )
 
 

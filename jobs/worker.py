@@ -48,9 +48,13 @@ def worker_settings(settings: Settings, *, transport: httpx.AsyncBaseTransport |
         await ensure_slots(settings.max_active_droplets)
         ctx["deps"] = Deps(
             digitalocean=DigitalOceanClient(
-                api_url=settings.digitalocean.api_url, token=settings.digitalocean.api_key, transport=transport
+                api_url=settings.digitalocean.api_url,
+                token=settings.digitalocean.api_key,
+                transport=transport,
             ),
-            coolify=CoolifyClient(api_url=settings.coolify.api_url, token=settings.coolify.api_key, transport=transport),
+            coolify=CoolifyClient(
+                api_url=settings.coolify.api_url, token=settings.coolify.api_key, transport=transport
+            ),
             redis=Redis.from_url(settings.redis_url),
             config=PipelineConfig.from_settings(settings),
         )

@@ -43,9 +43,7 @@ class ControlAPI:
     async def requests(self, request: Request) -> Response:
         """GET /requests: the request log (method, path, status), optionally ``?method=&path=<regex>``."""
         records = self.world.calls(request.query_params.get("method"), request.query_params.get("path"))
-        return JSONResponse(
-            [{"api": r.api, "method": r.method, "path": r.path, "status": r.status} for r in records]
-        )
+        return JSONResponse([{"api": r.api, "method": r.method, "path": r.path, "status": r.status} for r in records])
 
     async def list_faults(self, request: Request) -> Response:
         """GET /faults: the active fault switches."""
@@ -70,9 +68,7 @@ class ControlAPI:
                 raise FaultSpecError('expected {"spec": "..."}, {"faults": [...]} or one fault object')
         except FaultSpecError as exc:
             return JSONResponse({"error": str(exc)}, 400)
-        return JSONResponse(
-            {"added": [f.to_dict() for f in added], "faults": self.world.faults.to_list()}, 201
-        )
+        return JSONResponse({"added": [f.to_dict() for f in added], "faults": self.world.faults.to_list()}, 201)
 
     @staticmethod
     def _fault(item: object) -> Fault:

@@ -289,8 +289,7 @@ class CoolifyApplicationsAPI:
             "server_name": server.name if server else "",
             "application_name": app.name,
             "destination_id": str(server.destination_id if server else 0),
-            "deployment_url": f"/project/{project}/environment/{env}/application/{app.uuid}"
-            f"/deployment/{dep.uuid}",
+            "deployment_url": f"/project/{project}/environment/{env}/application/{app.uuid}/deployment/{dep.uuid}",
             "logs": json.dumps(logs),
             "created_at": _ts(dep.created_at),
             "updated_at": _ts(max(x for x in (dep.created_at, start, finished) if x is not None)),
@@ -331,9 +330,7 @@ class CoolifyApplicationsAPI:
         project = world.projects.get(body["project_uuid"])
         if project is None:
             return message(404, "Project not found.")
-        environment = world.find_environment(
-            project, body.get("environment_name"), body.get("environment_uuid")
-        )
+        environment = world.find_environment(project, body.get("environment_name"), body.get("environment_uuid"))
         if environment is None:
             return message(404, "Environment not found.")
         server = world.servers.get(body["server_uuid"])
@@ -408,9 +405,7 @@ class CoolifyApplicationsAPI:
 
     def _queue(self, request: Request, app: Application, *, restart_only: bool, force: bool) -> Deployment:
         world = self.world
-        fault = world.faults.take(
-            {FaultKind.BUILD_FAILS, FaultKind.BUILD_HANGS}, request.method, request.url.path
-        )
+        fault = world.faults.take({FaultKind.BUILD_FAILS, FaultKind.BUILD_HANGS}, request.method, request.url.path)
         server = world.servers.get(app.server_uuid)
         state = world.server_state(server) if server else None
         if fault is not None and fault.kind is FaultKind.BUILD_HANGS:
@@ -521,9 +516,7 @@ class CoolifyApplicationsAPI:
         skip, take = number("skip", 0, 0), number("take", 10, 1)
         deployments = list(reversed(self.world.app_deployments(app.uuid)))
         page = deployments[skip : skip + take]
-        return JSONResponse(
-            {"count": len(deployments), "deployments": [self._deployment_json(d) for d in page]}
-        )
+        return JSONResponse({"count": len(deployments), "deployments": [self._deployment_json(d) for d in page]})
 
     async def list_active_deployments(self, request: Request) -> Response:
         """GET /deployments: only ``queued`` and ``in_progress`` deployments."""

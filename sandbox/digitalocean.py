@@ -56,9 +56,7 @@ _NOT_FOUND = "The resource you were accessing could not be found."
 _USER_DATA_MAX = 64 * 1024
 
 
-def _error(
-    rid: str, status: int, error_id: str, message: str, headers: dict[str, str] | None = None
-) -> Response:
+def _error(rid: str, status: int, error_id: str, message: str, headers: dict[str, str] | None = None) -> Response:
     return JSONResponse({"id": error_id, "message": message, "request_id": rid}, status, headers=headers)
 
 
@@ -107,9 +105,7 @@ class DigitalOceanPolicy:
             retry = str(world.do_burst.retry_after(now))
             return _error(rid, 429, "too_many_requests", "API Rate limit exceeded.", {"retry-after": retry})
         if not world.do_hourly.hit(now):  # the hourly limit sends no Retry-After
-            return _error(
-                rid, 429, "too_many_requests", "API Rate limit exceeded.", {"ratelimit-remaining": "0"}
-            )
+            return _error(rid, 429, "too_many_requests", "API Rate limit exceeded.", {"ratelimit-remaining": "0"})
         return None
 
     def headers(self, rid: str) -> dict[str, str]:
@@ -173,9 +169,7 @@ def _image_json(image: str | int, region: str, created_at: float) -> dict[str, A
     distributions = {"ubuntu": "Ubuntu", "debian": "Debian", "fedora": "Fedora", "centos": "CentOS"}
     distribution = next((v for k, v in distributions.items() if image.startswith(k)), None)
     if distribution is None:
-        distribution = (
-            "Rocky Linux" if image.startswith("rocky") else "Ubuntu" if "docker" in image else "Unknown"
-        )
+        distribution = "Rocky Linux" if image.startswith("rocky") else "Ubuntu" if "docker" in image else "Unknown"
     return {
         "id": 100_000_000 + zlib.crc32(image.encode()) % 90_000_000,
         "name": image,
@@ -199,9 +193,7 @@ def _droplet_json(world: World, droplet: Droplet) -> dict[str, Any]:
     v4: list[dict[str, Any]] = []
     private_ip = world.droplet_private_ip(droplet)
     if private_ip is not None:  # the VPC address comes first: clients must not take v4[0]
-        v4.append(
-            {"ip_address": private_ip, "netmask": "255.255.240.0", "gateway": "<nil>", "type": "private"}
-        )
+        v4.append({"ip_address": private_ip, "netmask": "255.255.240.0", "gateway": "<nil>", "type": "private"})
     public_ip = world.droplet_public_ip(droplet)
     if public_ip is not None:
         gateway = public_ip.rsplit(".", 1)[0] + ".1"
@@ -412,9 +404,7 @@ class DigitalOceanAPI:
             if not isinstance(name, str) or not name:
                 return _unprocessable(request, "Name is required")
             if len(name) > 255 or not _NAME.match(name):
-                return _unprocessable(
-                    request, "Only valid hostname characters are allowed. (a-z, A-Z, 0-9, . and -)"
-                )
+                return _unprocessable(request, "Only valid hostname characters are allowed. (a-z, A-Z, 0-9, . and -)")
         size = body.get("size")
         if not isinstance(size, str) or not size:
             return _unprocessable(request, "Size is required")
@@ -442,28 +432,20 @@ class DigitalOceanAPI:
         keys: list[SSHKey] = []
         bad: list[str] = []
         for ident in ssh_keys_raw:
-            key = (
-                world.find_ssh_key(ident)
-                if isinstance(ident, int | str) and not isinstance(ident, bool)
-                else None
-            )
+            key = world.find_ssh_key(ident) if isinstance(ident, int | str) and not isinstance(ident, bool) else None
             if key is None:
                 bad.append(str(ident))
             else:
                 keys.append(key)
         if bad:
-            return _unprocessable(
-                request, f"{', '.join(bad)} are invalid key identifiers for Droplet creation."
-            )
+            return _unprocessable(request, f"{', '.join(bad)} are invalid key identifiers for Droplet creation.")
         if not all(isinstance(t, str) and _TAG.match(t) for t in tags):
             return _unprocessable(
                 request,
                 "Tag names may only contain letters, numbers, colons, dashes, and underscores (255 max).",
             )
         user_data = body.get("user_data")
-        if user_data is not None and (
-            not isinstance(user_data, str) or len(user_data.encode()) > _USER_DATA_MAX
-        ):
+        if user_data is not None and (not isinstance(user_data, str) or len(user_data.encode()) > _USER_DATA_MAX):
             return _unprocessable(request, "user_data must be a string of at most 64 KiB")
         public_networking = body.get("public_networking", True) is not False
         if not public_networking and body.get("ipv6"):
@@ -497,9 +479,7 @@ class DigitalOceanAPI:
             for d in created
         ]
         if "name" in body or (len(created) == 1 and "names" not in body):
-            return JSONResponse(
-                {"droplet": _droplet_json(world, created[0]), "links": {"actions": actions}}, 202
-            )
+            return JSONResponse({"droplet": _droplet_json(world, created[0]), "links": {"actions": actions}}, 202)
         return JSONResponse(
             {"droplets": [_droplet_json(world, d) for d in created], "links": {"actions": actions}}, 202
         )
@@ -511,11 +491,7 @@ class DigitalOceanAPI:
     async def get_droplet(self, request: Request) -> Response:
         """GET /v2/droplets/{id}: 404 once deleted."""
         droplet = self._droplet(request)
-        return (
-            _not_found(request)
-            if droplet is None
-            else JSONResponse({"droplet": _droplet_json(self.world, droplet)})
-        )
+        return _not_found(request) if droplet is None else JSONResponse({"droplet": _droplet_json(self.world, droplet)})
 
     async def list_droplets(self, request: Request) -> Response:
         """GET /v2/droplets with ``tag_name`` or ``name`` (exact, case-insensitive) and pagination."""
@@ -533,9 +509,7 @@ class DigitalOceanAPI:
         if name is not None:
             droplets = [d for d in droplets if d.name.casefold() == name.casefold()]
         page, links, meta = _paginate(request, droplets)
-        return JSONResponse(
-            {"droplets": [_droplet_json(self.world, d) for d in page], "links": links, "meta": meta}
-        )
+        return JSONResponse({"droplets": [_droplet_json(self.world, d) for d in page], "links": links, "meta": meta})
 
     async def delete_droplet(self, request: Request) -> Response:
         """DELETE /v2/droplets/{id}: 204, then the droplet is gone (404)."""
@@ -558,11 +532,7 @@ class DigitalOceanAPI:
         """GET /v2/actions/{id}: actions stay queryable after their droplet is gone."""
         raw = str(request.path_params["action_id"])
         action = self.world.actions.get(int(raw)) if raw.isdigit() else None
-        return (
-            _not_found(request)
-            if action is None
-            else JSONResponse({"action": _action_json(self.world, action)})
-        )
+        return _not_found(request) if action is None else JSONResponse({"action": _action_json(self.world, action)})
 
 
 async def _http_error(request: Request, exc: Exception) -> Response:

@@ -112,9 +112,7 @@ def _type_ok(kind: str, value: object) -> bool:
     if kind == "integer":
         if isinstance(value, bool):
             return False
-        return isinstance(value, int) or (
-            isinstance(value, str) and re.fullmatch(r"-?\d+", value) is not None
-        )
+        return isinstance(value, int) or (isinstance(value, str) and re.fullmatch(r"-?\d+", value) is not None)
     if kind == "array":
         return isinstance(value, list | dict)
     return True
@@ -165,9 +163,7 @@ def validation_failed(errors: Mapping[str, list[str] | str]) -> JSONResponse:
 
 async def post_only(request: Request) -> Response:
     """GET on a route that became POST-only in v4.2.0: 405 with ``Allow: POST``."""
-    return JSONResponse(
-        {"message": "This endpoint has changed to a POST request."}, 405, headers={"Allow": "POST"}
-    )
+    return JSONResponse({"message": "This endpoint has changed to a POST request."}, 405, headers={"Allow": "POST"})
 
 
 async def http_error(request: Request, exc: Exception) -> Response:

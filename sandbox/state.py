@@ -351,9 +351,7 @@ class DeploymentStatus(StrEnum):
 
 
 ACTIVE_DEPLOYMENT = frozenset({DeploymentStatus.QUEUED, DeploymentStatus.IN_PROGRESS})
-TERMINAL_DEPLOYMENT = frozenset(
-    {DeploymentStatus.FINISHED, DeploymentStatus.FAILED, DeploymentStatus.CANCELLED}
-)
+TERMINAL_DEPLOYMENT = frozenset({DeploymentStatus.FINISHED, DeploymentStatus.FAILED, DeploymentStatus.CANCELLED})
 
 
 @dataclass
@@ -415,9 +413,7 @@ class World:
         clock: returns epoch seconds (default ``time.time``); pass a ``ManualClock`` in tests.
     """
 
-    def __init__(
-        self, config: SandboxConfig | None = None, *, clock: Callable[[], float] | None = None
-    ) -> None:
+    def __init__(self, config: SandboxConfig | None = None, *, clock: Callable[[], float] | None = None) -> None:
         self.config = config or SandboxConfig()
         self.clock: Callable[[], float] = clock or time.time
         self.offset = 0.0
@@ -575,9 +571,7 @@ class World:
         blob = ssh_key_blob(public_key)
         if blob is None:
             raise ValueError("not an OpenSSH public key")
-        key = SSHKey(
-            self.next_id("ssh_key", 41_000_001), name, public_key.strip(), md5_fingerprint(blob), blob
-        )
+        key = SSHKey(self.next_id("ssh_key", 41_000_001), name, public_key.strip(), md5_fingerprint(blob), blob)
         self.ssh_keys[key.id] = key
         return key
 
@@ -694,11 +688,7 @@ class World:
     def sweep(self) -> None:
         """Carry out queued application deletes whose time has come (with their envs and deployments)."""
         now = self.now()
-        gone = {
-            uuid
-            for uuid, app in self.applications.items()
-            if app.delete_at is not None and now >= app.delete_at
-        }
+        gone = {uuid for uuid, app in self.applications.items() if app.delete_at is not None and now >= app.delete_at}
         if not gone:
             return
         for uuid in gone:
@@ -710,9 +700,7 @@ class World:
         """An application's deployments, oldest first."""
         return sorted((d for d in self.deployments.values() if d.app_uuid == app_uuid), key=lambda d: d.id)
 
-    def queue_deployment(
-        self, app: Application, *, outcome: str, restart_only: bool, force: bool
-    ) -> Deployment:
+    def queue_deployment(self, app: Application, *, outcome: str, restart_only: bool, force: bool) -> Deployment:
         """Queue a deployment; it runs after the app's earlier ones (one at a time per application)."""
         deployment = Deployment(
             self.next_id("deployment"), self.new_uuid(), app.uuid, self.now(), outcome, restart_only, force
@@ -788,9 +776,7 @@ class World:
     def add_env(self, app_uuid: str, key: str, value: str | None, **flags: object) -> EnvVar:
         """Create an env row (the caller validated key and flags)."""
         now = self.now()
-        env = EnvVar(
-            self.next_id("env"), self.new_uuid(), app_uuid, key, value, created_at=now, updated_at=now
-        )
+        env = EnvVar(self.next_id("env"), self.new_uuid(), app_uuid, key, value, created_at=now, updated_at=now)
         for name, flag in flags.items():
             setattr(env, name, flag)
         self.envs.append(env)
@@ -817,9 +803,7 @@ class World:
                 }
                 for d in self.droplets.values()
             ],
-            "ssh_keys": [
-                {"id": k.id, "name": k.name, "fingerprint": k.fingerprint} for k in self.ssh_keys.values()
-            ],
+            "ssh_keys": [{"id": k.id, "name": k.name, "fingerprint": k.fingerprint} for k in self.ssh_keys.values()],
             "servers": [self._server_snapshot(s) for s in self.servers.values()],
             "applications": [
                 {

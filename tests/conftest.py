@@ -12,10 +12,10 @@ import asyncpg
 import pytest
 from redis.asyncio import Redis
 
-from sandbox.state import DEFAULT_COOLIFY_PUBLIC_KEY
 from deployer.embedded_redis import EmbeddedRedis
 from models.db import close_db, init_db
 from models.slot import ensure_slots
+from sandbox.state import DEFAULT_COOLIFY_PUBLIC_KEY
 from settings import CoolifySettings, DigitalOceanSettings, Settings, Timings
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -100,7 +100,12 @@ def fast_timings(**overrides: float) -> Timings:
 
 
 def make_settings(
-    *, database_url: str, redis_url: str, sandbox_url: str = "http://sandbox", queue_name: str = "deployer", **kw: object
+    *,
+    database_url: str,
+    redis_url: str,
+    sandbox_url: str = "http://sandbox",
+    queue_name: str = "deployer",
+    **kw: object,
 ) -> Settings:
     """Settings pointing at a sandbox base URL, with fast timings."""
     base = Settings(

@@ -12,8 +12,8 @@ from pathlib import Path
 
 import httpx
 
-from sandbox.state import DEFAULT_COOLIFY_PUBLIC_KEY
 from deployer.embedded_redis import free_port
+from sandbox.state import DEFAULT_COOLIFY_PUBLIC_KEY
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 FAST_SANDBOX = {
@@ -34,6 +34,7 @@ FAST_PIPELINE = {
 }
 SSH_PUBLIC_KEY = DEFAULT_COOLIFY_PUBLIC_KEY
 
+
 def base_env(extra: Mapping[str, str] = ()) -> dict[str, str]:  # type: ignore[assignment]
     """The test process's environment without settings that would leak into a child."""
     env = {k: v for k, v in os.environ.items() if not k.startswith(("DO_", "COOLIFY_", "SANDBOX_", "DEPLOYER_"))}
@@ -49,7 +50,7 @@ class Process:
         self.name = name
         self.log_path = log_dir / f"{name}.log"
         self._log = self.log_path.open("wb")
-        self.popen = subprocess.Popen(  # noqa: S603
+        self.popen = subprocess.Popen(
             [sys.executable, "-m", "deployer.cli", *args],
             env=dict(env),
             cwd=log_dir,

@@ -95,7 +95,9 @@ async def sandbox_state(stack: Stack) -> dict[str, Any]:
 async def deploy(stack: Stack, **input_fields: Any) -> str:
     """Call `deploy` and return the new deployment's id."""
     body = await gql(
-        stack, "mutation($input: DeployInput) { deploy(input: $input) { id status } }", {"input": input_fields}
+        stack,
+        "mutation($input: DeployInput) { deploy(input: $input) { id status } }",
+        {"input": input_fields},
     )
     assert "errors" not in body, body
     assert body["data"]["deploy"]["status"] == "QUEUED"
@@ -110,9 +112,7 @@ def assert_contiguous(events: list[dict[str, Any]], start: int = 1) -> None:
 async def test_a_deployment_runs_to_completed_and_streams_every_event(stack: Stack) -> None:
     """deploy → droplet → Coolify server → application → build ends COMPLETED; both websocket protocols see
     every event once, in order, and the stream completes after the final event."""
-    deployment_id = await deploy(
-        stack, name="hello", env=[{"key": "API_TOKEN", "value": SECRET}], ports=[8080]
-    )
+    deployment_id = await deploy(stack, name="hello", env=[{"key": "API_TOKEN", "value": SECRET}], ports=[8080])
     live, legacy = await asyncio.gather(
         subscribe_transport_ws(stack, deployment_id), subscribe_graphql_ws(stack, deployment_id)
     )

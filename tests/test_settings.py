@@ -70,7 +70,11 @@ def test_missing_cloud_credentials_are_refused_unless_dev() -> None:
 def test_secrets_stay_out_of_repr() -> None:
     """Neither the API keys nor default env values nor API tokens appear in the settings' repr."""
     settings = Settings.from_env(
-        {**CLOUDS, "DEPLOYER_DEFAULT_ENV": "A=topsecretvalue", "DEPLOYER_API_TOKENS": "ci:tok-0123456789abcdef:read"}
+        {
+            **CLOUDS,
+            "DEPLOYER_DEFAULT_ENV": "A=topsecretvalue",
+            "DEPLOYER_API_TOKENS": "ci:tok-0123456789abcdef:read",
+        }
     )
     text = repr(settings)
     for secret in ("dop_v1_abc", "1|abc", "topsecretvalue", "tok-0123456789abcdef"):

@@ -69,9 +69,7 @@ def sleep() -> FakeSleep:
 @pytest.fixture
 async def coolify(sleep: FakeSleep) -> AsyncIterator[CoolifyClient]:
     """A client with no jitter and the fake sleep."""
-    async with CoolifyClient(
-        api_url=API_URL, token=TOKEN, retry=RetryPolicy(jitter=0.0), sleep=sleep
-    ) as client:
+    async with CoolifyClient(api_url=API_URL, token=TOKEN, retry=RetryPolicy(jitter=0.0), sleep=sleep) as client:
         yield client
 
 
@@ -132,14 +130,10 @@ async def test_appends_api_v1_and_sends_bearer(coolify: CoolifyClient, httpx_moc
         ],
     )
     keys = await coolify.list_private_keys()
-    assert keys == [
-        PrivateKey(uuid="pk-1", name="deployer", public_key="ssh-ed25519 AAAA", fingerprint="SHA256:abc")
-    ]
+    assert keys == [PrivateKey(uuid="pk-1", name="deployer", public_key="ssh-ed25519 AAAA", fingerprint="SHA256:abc")]
 
 
-async def test_repr_and_logger(
-    coolify: CoolifyClient, httpx_mock: HTTPXMock, caplog: pytest.LogCaptureFixture
-) -> None:
+async def test_repr_and_logger(coolify: CoolifyClient, httpx_mock: HTTPXMock, caplog: pytest.LogCaptureFixture) -> None:
     """repr() hides the token; requests log on deployer.clients.coolify without it."""
     caplog.set_level(logging.DEBUG, logger="deployer.clients.coolify")
     httpx_mock.add_response(url=f"{V1}/servers", json=[])
@@ -247,13 +241,9 @@ async def test_get_server_reads_settings(coolify: CoolifyClient, httpx_mock: HTT
         ({}, None, False, False),
     ],
 )
-def test_server_ready_and_failed(
-    settings: dict[str, Any], logs: str | None, ready: bool, failed: bool
-) -> None:
+def test_server_ready_and_failed(settings: dict[str, Any], logs: str | None, ready: bool, failed: bool) -> None:
     """ready needs reachable, usable, not force-disabled and no logs; failed means logs were written."""
-    server = Server.from_api(
-        {"uuid": "s", "name": "n", "ip": "1.2.3.4", "settings": settings, "validation_logs": logs}
-    )
+    server = Server.from_api({"uuid": "s", "name": "n", "ip": "1.2.3.4", "settings": settings, "validation_logs": logs})
     assert (server.ready, server.failed) == (ready, failed)
 
 
@@ -323,13 +313,9 @@ async def test_create_server_ip_in_use_is_conflict(
     assert sleep.calls == []
 
 
-async def test_create_server_other_400_stays_status_error(
-    coolify: CoolifyClient, httpx_mock: HTTPXMock
-) -> None:
+async def test_create_server_other_400_stays_status_error(coolify: CoolifyClient, httpx_mock: HTTPXMock) -> None:
     """Other 400s are not re-classified."""
-    httpx_mock.add_response(
-        method="POST", url=f"{V1}/servers", status_code=400, json={"message": "Invalid token."}
-    )
+    httpx_mock.add_response(method="POST", url=f"{V1}/servers", status_code=400, json={"message": "Invalid token."})
     with pytest.raises(APIStatusError) as info:
         await coolify.create_server(name="n", ip="203.0.113.7", private_key_uuid="pk")
     assert type(info.value) is APIStatusError
@@ -339,9 +325,7 @@ async def test_create_server_not_retried_on_5xx(
     coolify: CoolifyClient, httpx_mock: HTTPXMock, sleep: FakeSleep
 ) -> None:
     """A create answered 500 is not re-sent."""
-    httpx_mock.add_response(
-        method="POST", url=f"{V1}/servers", status_code=500, json={"message": "Server Error"}
-    )
+    httpx_mock.add_response(method="POST", url=f"{V1}/servers", status_code=500, json={"message": "Server Error"})
     with pytest.raises(UpstreamServerError):
         await coolify.create_server(name="n", ip="203.0.113.7", private_key_uuid="pk")
     assert len(httpx_mock.get_requests()) == 1
@@ -349,9 +333,7 @@ async def test_create_server_not_retried_on_5xx(
 
 
 @pytest.mark.parametrize("install", [True, False])
-async def test_validate_server_posts_install(
-    coolify: CoolifyClient, httpx_mock: HTTPXMock, install: bool
-) -> None:
+async def test_validate_server_posts_install(coolify: CoolifyClient, httpx_mock: HTTPXMock, install: bool) -> None:
     """validate_server POSTs {"install": …} with JSON headers."""
     httpx_mock.add_response(
         method="POST",
@@ -393,9 +375,7 @@ async def test_validate_server_falls_back_to_get(
     assert [r.method for r in httpx_mock.get_requests()] == ["POST", "GET"]
 
 
-async def test_validate_unknown_server_does_not_fall_back(
-    coolify: CoolifyClient, httpx_mock: HTTPXMock
-) -> None:
+async def test_validate_unknown_server_does_not_fall_back(coolify: CoolifyClient, httpx_mock: HTTPXMock) -> None:
     """A 404 'Server not found.' is a real NotFoundError, not a missing route."""
     httpx_mock.add_response(
         method="POST",
@@ -432,9 +412,7 @@ async def test_delete_server_gone_and_unforced(coolify: CoolifyClient, httpx_moc
 
 async def test_path_ids_are_escaped(coolify: CoolifyClient, httpx_mock: HTTPXMock) -> None:
     """An id with '/' or '?' stays one path segment."""
-    httpx_mock.add_response(
-        url=httpx.URL(f"{V1}/servers/a%2Fb%3Fc"), json={"uuid": "x", "ip": "1.1.1.1", "name": "n"}
-    )
+    httpx_mock.add_response(url=httpx.URL(f"{V1}/servers/a%2Fb%3Fc"), json={"uuid": "x", "ip": "1.1.1.1", "name": "n"})
     await coolify.get_server("a/b?c")
 
 
@@ -466,9 +444,7 @@ async def test_list_and_get_application(coolify: CoolifyClient, httpx_mock: HTTP
 
 async def test_get_application_not_found(coolify: CoolifyClient, httpx_mock: HTTPXMock) -> None:
     """An unknown application is NotFoundError."""
-    httpx_mock.add_response(
-        url=f"{V1}/applications/x", status_code=404, json={"message": "Application not found."}
-    )
+    httpx_mock.add_response(url=f"{V1}/applications/x", status_code=404, json={"message": "Application not found."})
     with pytest.raises(NotFoundError):
         await coolify.get_application("x")
 
@@ -512,9 +488,7 @@ async def test_create_public_application_exact_body(coolify: CoolifyClient, http
     )
 
 
-async def test_create_dockerimage_application_exact_body(
-    coolify: CoolifyClient, httpx_mock: HTTPXMock
-) -> None:
+async def test_create_dockerimage_application_exact_body(coolify: CoolifyClient, httpx_mock: HTTPXMock) -> None:
     """The image create maps image/tag to docker_registry_image_* and omits unset optionals."""
     httpx_mock.add_response(
         method="POST",
@@ -550,9 +524,7 @@ async def test_create_dockerimage_application_exact_body(
     )
 
 
-async def test_create_application_without_uuid_is_an_error(
-    coolify: CoolifyClient, httpx_mock: HTTPXMock
-) -> None:
+async def test_create_application_without_uuid_is_an_error(coolify: CoolifyClient, httpx_mock: HTTPXMock) -> None:
     """A 201 without a uuid breaks the contract and raises CloudAPIError."""
     httpx_mock.add_response(method="POST", url=f"{V1}/applications/dockerimage", status_code=201, json={})
     with pytest.raises(CloudAPIError, match="no 'uuid'"):
@@ -696,9 +668,7 @@ async def test_deploy_picks_entry_for_the_app(coolify: CoolifyClient, httpx_mock
     assert (await coolify.deploy(APP)).deployment_uuid == "dep-3"
 
 
-async def test_deploy_queue_full_not_retried(
-    coolify: CoolifyClient, httpx_mock: HTTPXMock, sleep: FakeSleep
-) -> None:
+async def test_deploy_queue_full_not_retried(coolify: CoolifyClient, httpx_mock: HTTPXMock, sleep: FakeSleep) -> None:
     """A 429 from /deploy (queue full) is raised with retry_after, never re-sent."""
     httpx_mock.add_response(
         method="POST",
@@ -714,9 +684,7 @@ async def test_deploy_queue_full_not_retried(
     assert sleep.calls == []
 
 
-async def test_deploy_not_retried_on_timeout(
-    coolify: CoolifyClient, httpx_mock: HTTPXMock, sleep: FakeSleep
-) -> None:
+async def test_deploy_not_retried_on_timeout(coolify: CoolifyClient, httpx_mock: HTTPXMock, sleep: FakeSleep) -> None:
     """A /deploy that times out is not re-sent."""
     httpx_mock.add_exception(httpx.ReadTimeout("slow"), method="POST", url=f"{V1}/deploy")
     with pytest.raises(APITimeoutError):
@@ -741,9 +709,7 @@ async def test_restart_application(coolify: CoolifyClient, httpx_mock: HTTPXMock
         json={"message": "Restart request queued.", "deployment_uuid": "dep-r"},
     )
     result = await coolify.restart_application(APP)
-    assert result == DeployResult(
-        deployment_uuid="dep-r", already_queued=False, message="Restart request queued."
-    )
+    assert result == DeployResult(deployment_uuid="dep-r", already_queued=False, message="Restart request queued.")
 
 
 async def test_restart_dedup_resolves_live_deployment(coolify: CoolifyClient, httpx_mock: HTTPXMock) -> None:
@@ -765,9 +731,7 @@ async def test_list_application_deployments(coolify: CoolifyClient, httpx_mock: 
     )
     deployments = await coolify.list_application_deployments(APP, skip=10, take=5)
     assert deployments == [
-        CoolifyDeployment(
-            uuid="d1", status="finished", application_name="eliza", finished_at="2026-01-01T00:00:00Z"
-        )
+        CoolifyDeployment(uuid="d1", status="finished", application_name="eliza", finished_at="2026-01-01T00:00:00Z")
     ]
 
 
@@ -793,17 +757,13 @@ async def test_get_deployment_status(
     coolify: CoolifyClient, httpx_mock: HTTPXMock, status: str, terminal: bool, succeeded: bool
 ) -> None:
     """terminal covers finished/failed/cancelled-by-user; only finished succeeded."""
-    httpx_mock.add_response(
-        url=f"{V1}/deployments/dep-1", match_headers=AUTH, json=deployment_json("dep-1", status)
-    )
+    httpx_mock.add_response(url=f"{V1}/deployments/dep-1", match_headers=AUTH, json=deployment_json("dep-1", status))
     deployment = await coolify.get_deployment("dep-1")
     assert deployment.uuid == "dep-1"
     assert (deployment.terminal, deployment.succeeded) == (terminal, succeeded)
 
 
-async def test_get_deployment_retried_on_5xx(
-    coolify: CoolifyClient, httpx_mock: HTTPXMock, sleep: FakeSleep
-) -> None:
+async def test_get_deployment_retried_on_5xx(coolify: CoolifyClient, httpx_mock: HTTPXMock, sleep: FakeSleep) -> None:
     """Polling GETs ride out a transient 502."""
     httpx_mock.add_response(url=f"{V1}/deployments/dep-1", status_code=502)
     httpx_mock.add_response(url=f"{V1}/deployments/dep-1", json=deployment_json("dep-1", "queued"))
@@ -915,9 +875,7 @@ async def test_update_env_exact_body(coolify: CoolifyClient, httpx_mock: HTTPXMo
     )
 
 
-async def test_update_env_missing_key(
-    coolify: CoolifyClient, httpx_mock: HTTPXMock, sleep: FakeSleep
-) -> None:
+async def test_update_env_missing_key(coolify: CoolifyClient, httpx_mock: HTTPXMock, sleep: FakeSleep) -> None:
     """PATCH of an unknown key is NotFoundError (no upsert), sent once."""
     httpx_mock.add_response(
         method="PATCH",
@@ -930,9 +888,7 @@ async def test_update_env_missing_key(
     assert len(httpx_mock.get_requests()) == 1
 
 
-async def test_update_env_not_retried_on_5xx(
-    coolify: CoolifyClient, httpx_mock: HTTPXMock, sleep: FakeSleep
-) -> None:
+async def test_update_env_not_retried_on_5xx(coolify: CoolifyClient, httpx_mock: HTTPXMock, sleep: FakeSleep) -> None:
     """PATCH is never re-sent, even on 503."""
     httpx_mock.add_response(method="PATCH", url=f"{V1}/applications/{APP}/envs", status_code=503)
     with pytest.raises(UpstreamServerError):
@@ -974,9 +930,7 @@ async def test_bulk_update_envs_rejects_empty(coolify: CoolifyClient) -> None:
 
 async def test_bulk_update_envs_bad_body(coolify: CoolifyClient, httpx_mock: HTTPXMock) -> None:
     """A non-array bulk answer raises CloudAPIError naming the PATCH."""
-    httpx_mock.add_response(
-        method="PATCH", url=f"{V1}/applications/{APP}/envs/bulk", status_code=201, json={}
-    )
+    httpx_mock.add_response(method="PATCH", url=f"{V1}/applications/{APP}/envs/bulk", status_code=201, json={})
     with pytest.raises(CloudAPIError, match=r"coolify PATCH /api/v1/applications/app-uuid-1/envs/bulk"):
         await coolify.bulk_update_envs(APP, [EnvVarSpec(key="A", value="1")])
 

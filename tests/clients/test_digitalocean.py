@@ -37,9 +37,7 @@ JSON_AUTH = {**AUTH, "Content-Type": "application/json"}
 # Generated with `ssh-keygen -t ed25519`; `ssh-keygen -E md5 -lf` prints the fingerprint below.
 PUBLIC_KEY = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIPhAw6NokUdtW+lJI3wb5hSDX6S11yQgKzcE7vDLyuhj deployer@test"
 FINGERPRINT = "39:f6:f0:bd:6d:1f:2b:b0:a6:41:2d:23:24:02:d9:ce"
-KEY_JSON = {
-    "ssh_key": {"id": 512190, "fingerprint": FINGERPRINT, "public_key": PUBLIC_KEY, "name": "deployer"}
-}
+KEY_JSON = {"ssh_key": {"id": 512190, "fingerprint": FINGERPRINT, "public_key": PUBLIC_KEY, "name": "deployer"}}
 
 
 class FakeSleep:
@@ -138,9 +136,7 @@ async def test_uses_given_transport() -> None:
         assert (await client.get_droplet(7)).id == 7
 
 
-async def test_logger_name(
-    do: DigitalOceanClient, httpx_mock: HTTPXMock, caplog: pytest.LogCaptureFixture
-) -> None:
+async def test_logger_name(do: DigitalOceanClient, httpx_mock: HTTPXMock, caplog: pytest.LogCaptureFixture) -> None:
     """Requests are logged on deployer.clients.digitalocean without the token."""
     caplog.set_level(logging.DEBUG, logger="deployer.clients.digitalocean")
     httpx_mock.add_response(url=f"{V2}/droplets/1", json={"droplet": droplet_json(1)})
@@ -191,9 +187,7 @@ def test_fingerprint_rejects_bad_keys(bad: str) -> None:
 
 async def test_ensure_ssh_key_found_by_fingerprint(do: DigitalOceanClient, httpx_mock: HTTPXMock) -> None:
     """A key already on the account is found by fingerprint and not POSTed again."""
-    httpx_mock.add_response(
-        method="GET", url=f"{V2}/account/keys/{FINGERPRINT}", match_headers=AUTH, json=KEY_JSON
-    )
+    httpx_mock.add_response(method="GET", url=f"{V2}/account/keys/{FINGERPRINT}", match_headers=AUTH, json=KEY_JSON)
     key = await do.ensure_ssh_key(name="deployer", public_key=PUBLIC_KEY)
     assert key == SSHKey(id=512190, fingerprint=FINGERPRINT, name="deployer")
     assert len(httpx_mock.get_requests()) == 1
@@ -220,9 +214,7 @@ async def test_ensure_ssh_key_created_once(do: DigitalOceanClient, httpx_mock: H
     assert [r.method for r in httpx_mock.get_requests()] == ["GET", "POST"]
 
 
-async def test_ensure_ssh_key_already_in_use_fetches_again(
-    do: DigitalOceanClient, httpx_mock: HTTPXMock
-) -> None:
+async def test_ensure_ssh_key_already_in_use_fetches_again(do: DigitalOceanClient, httpx_mock: HTTPXMock) -> None:
     """A 422 'already in use' on POST (a race with another worker) resolves by fetching the key again."""
     httpx_mock.add_response(
         method="GET",
@@ -484,9 +476,7 @@ async def test_list_droplets_by_tag_follows_pages(do: DigitalOceanClient, httpx_
         match_headers=AUTH,
         json={
             "droplets": [droplet_json(3)],
-            "links": {
-                "pages": {"first": f"{V2}/droplets?page=1&per_page=200", "prev": f"{V2}/droplets?page=1"}
-            },
+            "links": {"pages": {"first": f"{V2}/droplets?page=1&per_page=200", "prev": f"{V2}/droplets?page=1"}},
             "meta": {"total": 3},
         },
     )
@@ -494,9 +484,7 @@ async def test_list_droplets_by_tag_follows_pages(do: DigitalOceanClient, httpx_
     assert [d.id for d in droplets] == [1, 2, 3]
 
 
-async def test_list_droplets_never_sends_token_to_another_host(
-    do: DigitalOceanClient, httpx_mock: HTTPXMock
-) -> None:
+async def test_list_droplets_never_sends_token_to_another_host(do: DigitalOceanClient, httpx_mock: HTTPXMock) -> None:
     """A next link on another host is followed on api_url with that link's query only."""
     httpx_mock.add_response(
         url=f"{V2}/droplets?per_page=200",
@@ -538,13 +526,9 @@ async def test_list_droplets_stops_on_looping_next(do: DigitalOceanClient, httpx
         await do.list_droplets()
 
 
-async def test_list_droplets_retried_on_5xx(
-    do: DigitalOceanClient, httpx_mock: HTTPXMock, sleep: FakeSleep
-) -> None:
+async def test_list_droplets_retried_on_5xx(do: DigitalOceanClient, httpx_mock: HTTPXMock, sleep: FakeSleep) -> None:
     """A list page that fails with 500 is retried."""
-    httpx_mock.add_response(
-        url=f"{V2}/droplets?per_page=200", status_code=500, json={"id": "e", "message": "m"}
-    )
+    httpx_mock.add_response(url=f"{V2}/droplets?per_page=200", status_code=500, json={"id": "e", "message": "m"})
     httpx_mock.add_response(url=f"{V2}/droplets?per_page=200", json={"droplets": [droplet_json(1)]})
     assert len(await do.list_droplets()) == 1
     assert sleep.calls == [0.5]
@@ -569,8 +553,6 @@ async def test_delete_droplet_retried_then_gone(
 ) -> None:
     """DELETE is idempotent: retried on 5xx, and a 404 after the retry still reads as already gone."""
     httpx_mock.add_response(method="DELETE", url=f"{V2}/droplets/9", status_code=502)
-    httpx_mock.add_response(
-        method="DELETE", url=f"{V2}/droplets/9", status_code=404, json={"id": "not_found"}
-    )
+    httpx_mock.add_response(method="DELETE", url=f"{V2}/droplets/9", status_code=404, json={"id": "not_found"})
     assert await do.delete_droplet(9) is False
     assert sleep.calls == [0.5]

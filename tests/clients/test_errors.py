@@ -87,9 +87,7 @@ def test_str_with_every_part() -> None:
 
 def test_str_without_optional_parts() -> None:
     """Without an error id or request id the str() leaves those parts out."""
-    err = NotFoundError(
-        "coolify", "Server not found.", status_code=404, method="GET", path="/api/v1/servers/x"
-    )
+    err = NotFoundError("coolify", "Server not found.", status_code=404, method="GET", path="/api/v1/servers/x")
     assert str(err) == "coolify GET /api/v1/servers/x -> 404: Server not found."
 
 
@@ -103,9 +101,7 @@ def test_str_lists_field_names_not_messages() -> None:
         method="POST",
         path="/api/v1/applications/a/envs",
     )
-    assert (
-        str(err) == "coolify POST /api/v1/applications/a/envs -> 422: Validation failed. [fields: key, value]"
-    )
+    assert str(err) == "coolify POST /api/v1/applications/a/envs -> 422: Validation failed. [fields: key, value]"
     assert "s3cr3t" not in str(err)
     assert err.errors["value"] == ("The value must not contain s3cr3t",)
 

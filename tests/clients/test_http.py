@@ -148,9 +148,7 @@ async def test_invalid_json_body_is_a_cloud_error(http: ApiHTTP, httpx_mock: HTT
         await http.send_json("GET", "/version")
 
 
-async def test_empty_token_sends_no_authorization(
-    make_http: Callable[..., ApiHTTP], httpx_mock: HTTPXMock
-) -> None:
+async def test_empty_token_sends_no_authorization(make_http: Callable[..., ApiHTTP], httpx_mock: HTTPXMock) -> None:
     """An empty token sends no Authorization header (not 'Bearer ') and leaves error text intact."""
     client = make_http(token="", retry=RetryPolicy(max_attempts=1))
     httpx_mock.add_response(url=f"{BASE}/x", status_code=401, json={"message": "Unauthenticated."})
@@ -197,9 +195,7 @@ async def test_transport_is_used() -> None:
 async def test_borrowed_client_is_not_closed(httpx_mock: HTTPXMock) -> None:
     """aclose() leaves a caller's AsyncClient open; only an owned client is closed."""
     borrowed = httpx.AsyncClient()
-    client = ApiHTTP(
-        api="coolify", base_url=BASE, token=TOKEN, logger=logging.getLogger(LOGGER), http_client=borrowed
-    )
+    client = ApiHTTP(api="coolify", base_url=BASE, token=TOKEN, logger=logging.getLogger(LOGGER), http_client=borrowed)
     httpx_mock.add_response(url=f"{BASE}/x", json={})
     await client.send("GET", "/x")
     await client.aclose()
@@ -313,9 +309,7 @@ async def test_coolify_error_detail_appended(http: ApiHTTP, httpx_mock: HTTPXMoc
         await http.send("POST", "/x", json={"a": 1})
 
 
-async def test_non_json_error_uses_reason_phrase(
-    make_http: Callable[..., ApiHTTP], httpx_mock: HTTPXMock
-) -> None:
+async def test_non_json_error_uses_reason_phrase(make_http: Callable[..., ApiHTTP], httpx_mock: HTTPXMock) -> None:
     """An HTML error page becomes the reason phrase, not the page text."""
     client = make_http(retry=RetryPolicy(max_attempts=1))
     httpx_mock.add_response(url=f"{BASE}/x", status_code=502, html="<html>upstream sad</html>")
@@ -345,9 +339,7 @@ async def test_token_never_in_error_text(make_http: Callable[..., ApiHTTP], http
     assert "[redacted]" in str(err)
 
 
-async def test_token_never_in_connection_error_text(
-    make_http: Callable[..., ApiHTTP], httpx_mock: HTTPXMock
-) -> None:
+async def test_token_never_in_connection_error_text(make_http: Callable[..., ApiHTTP], httpx_mock: HTTPXMock) -> None:
     """A transport error whose text contains the token is scrubbed too."""
     client = make_http(retry=RetryPolicy(max_attempts=1))
     httpx_mock.add_exception(httpx.ConnectError(f"failed with {TOKEN}"), url=f"{BASE}/x")
@@ -383,9 +375,7 @@ async def test_get_retried_on_5xx_with_exponential_backoff(
     assert sleep.calls == [0.5, 1.0, 2.0]
 
 
-async def test_get_gives_up_after_max_attempts(
-    http: ApiHTTP, httpx_mock: HTTPXMock, sleep: FakeSleep
-) -> None:
+async def test_get_gives_up_after_max_attempts(http: ApiHTTP, httpx_mock: HTTPXMock, sleep: FakeSleep) -> None:
     """After max_attempts failures the last error is raised, with max_attempts - 1 waits."""
     for _ in range(4):
         httpx_mock.add_response(url=f"{BASE}/x", status_code=500, json={"message": "down"})
@@ -466,9 +456,7 @@ async def test_post_and_patch_never_retried_on_transport_error(
     assert sleep.calls == []
 
 
-async def test_get_retried_on_timeout_and_connect_error(
-    http: ApiHTTP, httpx_mock: HTTPXMock, sleep: FakeSleep
-) -> None:
+async def test_get_retried_on_timeout_and_connect_error(http: ApiHTTP, httpx_mock: HTTPXMock, sleep: FakeSleep) -> None:
     """GET is retried after a read timeout and a connection error."""
     httpx_mock.add_exception(httpx.ReadTimeout("slow"), url=f"{BASE}/x")
     httpx_mock.add_exception(httpx.ConnectError("refused"), url=f"{BASE}/x")
@@ -477,9 +465,7 @@ async def test_get_retried_on_timeout_and_connect_error(
     assert sleep.calls == [0.5, 1.0]
 
 
-async def test_timeout_exhausted_raises_timeout_error(
-    http: ApiHTTP, httpx_mock: HTTPXMock, sleep: FakeSleep
-) -> None:
+async def test_timeout_exhausted_raises_timeout_error(http: ApiHTTP, httpx_mock: HTTPXMock, sleep: FakeSleep) -> None:
     """When every attempt times out, APITimeoutError is raised from the httpx exception."""
     for _ in range(4):
         httpx_mock.add_exception(httpx.ConnectTimeout("slow"), url=f"{BASE}/x")
@@ -490,9 +476,7 @@ async def test_timeout_exhausted_raises_timeout_error(
     assert len(sleep.calls) == 3
 
 
-async def test_local_protocol_error_not_retried(
-    http: ApiHTTP, httpx_mock: HTTPXMock, sleep: FakeSleep
-) -> None:
+async def test_local_protocol_error_not_retried(http: ApiHTTP, httpx_mock: HTTPXMock, sleep: FakeSleep) -> None:
     """A transport error that retrying cannot fix (our own bad request) is raised at once."""
     httpx_mock.add_exception(httpx.LocalProtocolError("bad header"), url=f"{BASE}/x")
     with pytest.raises(APIConnectionError):
@@ -564,9 +548,7 @@ async def test_waits_capped_by_max_delay(
     assert sleep.calls == [10.0, 10.0]
 
 
-async def test_rate_limited_error_reports_retry_after(
-    make_http: Callable[..., ApiHTTP], httpx_mock: HTTPXMock
-) -> None:
+async def test_rate_limited_error_reports_retry_after(make_http: Callable[..., ApiHTTP], httpx_mock: HTTPXMock) -> None:
     """A 429 that reaches the caller says how long the API asked to wait."""
     client = make_http(api="coolify")
     httpx_mock.add_response(
@@ -656,13 +638,9 @@ async def test_logs_attempts_without_secrets(
     )
     await http.send("GET", "/droplets", params={"tag_name": "secret-tag"})
     lines = [r.getMessage() for r in caplog.records if r.name == LOGGER]
-    assert any(
-        "GET /v2/droplets -> 503" in line and "rid-1" in line and "attempt 1/4" in line for line in lines
-    )
+    assert any("GET /v2/droplets -> 503" in line and "rid-1" in line and "attempt 1/4" in line for line in lines)
     assert any("retrying in 0.50 s" in line for line in lines)
-    assert any(
-        "GET /v2/droplets -> 200" in line and "rid-2" in line and "attempt 2/4" in line for line in lines
-    )
+    assert any("GET /v2/droplets -> 200" in line and "rid-2" in line and "attempt 2/4" in line for line in lines)
     text = "\n".join(lines)
     for secret in (TOKEN, "body-value", "secret-tag", "Bearer"):
         assert secret not in text

@@ -18,7 +18,7 @@ REPO_ROOT = Path(__file__).resolve().parents[2]
 
 def run_cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
     """Run `python -m deployer.cli ARGS` and capture its output."""
-    return subprocess.run(  # noqa: S603
+    return subprocess.run(
         [sys.executable, "-m", "deployer.cli", *args],
         env=base_env(env or {}),
         capture_output=True,
@@ -73,8 +73,10 @@ def test_dev_runs_a_sandbox_deployment_to_completed(tmp_path: Path) -> None:
             time.sleep(0.2)
             body = httpx.post(
                 f"{base}/graphql",
-                json={"query": "query($id: ID!) { deployment(id: $id) { status error } }",
-                      "variables": {"id": deployment["id"]}},  # fmt: skip
+                json={
+                    "query": "query($id: ID!) { deployment(id: $id) { status error } }",
+                    "variables": {"id": deployment["id"]},
+                },
             ).json()
             status = body["data"]["deployment"]["status"]
         assert status == "COMPLETED", proc.output()

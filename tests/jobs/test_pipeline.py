@@ -4,8 +4,8 @@ timeouts, and resuming without duplicates."""
 from __future__ import annotations
 
 import uuid
-from dataclasses import replace
 from collections.abc import AsyncIterator
+from dataclasses import replace
 from typing import Any
 
 import httpx

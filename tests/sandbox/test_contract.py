@@ -43,8 +43,7 @@ DEVIATIONS = {
         Deviation(
             "deployments-by-app-shape",
             f"{RESEARCH} §6, §8",
-            "GET /deployments/applications/{uuid} returns {count, deployments}; "
-            "the spec says Array<Application>",
+            "GET /deployments/applications/{uuid} returns {count, deployments}; the spec says Array<Application>",
         ),
         Deviation(
             "app-create-environment",
@@ -59,8 +58,7 @@ DEVIATIONS = {
         Deviation(
             "app-delete-message",
             f"{RESEARCH} §5, §8",
-            'DELETE /applications/{uuid} says "Application deletion request queued.", '
-            'not "Application deleted."',
+            'DELETE /applications/{uuid} says "Application deletion request queued.", not "Application deleted."',
         ),
         Deviation(
             "too-many-attempts",
@@ -85,8 +83,7 @@ DEVIATIONS = {
         Deviation(
             "validation-logs-null",
             f"{RESEARCH} §3",
-            "Server.validation_logs is null until a validation fails (ready = logs null); "
-            "the spec types it string",
+            "Server.validation_logs is null until a validation fails (ready = logs null); the spec types it string",
         ),
         Deviation(
             "nullable-columns",
@@ -97,8 +94,7 @@ DEVIATIONS = {
         Deviation(
             "dockerimage-build-pack",
             f"{RESEARCH} §5 (dockerimage: no git)",
-            'the code stores build_pack "dockerimage" for /applications/dockerimage apps; '
-            "the spec enum lacks it",
+            'the code stores build_pack "dockerimage" for /applications/dockerimage apps; the spec enum lacks it',
         ),
         Deviation(
             "api-health-outside-v1",
@@ -201,10 +197,7 @@ class ApiSpec:
 def specs_dir() -> Path:
     """The shared specs folder, or a skip when it is absent."""
     folder = _specs_dir()
-    if (
-        not (folder / "digitalocean-openapi.yaml").is_file()
-        or not (folder / "coolify-openapi.json").is_file()
-    ):
+    if not (folder / "digitalocean-openapi.yaml").is_file() or not (folder / "coolify-openapi.json").is_file():
         pytest.skip(f"OpenAPI specs not found in {folder} (set DEPLOYER_SPECS_DIR)")
     return folder
 
@@ -283,9 +276,7 @@ class ContractClient:
         self._check_response(spec, op, response, label, deviation)
         return response
 
-    def _check_request(
-        self, spec: ApiSpec, op: dict[str, Any], body: Any, label: str, deviation: str | None
-    ) -> None:
+    def _check_request(self, spec: ApiSpec, op: dict[str, Any], body: Any, label: str, deviation: str | None) -> None:
         if "requestBody" not in op:
             if deviation != "deploy-json-body":
                 self.problems.append(f"{label}: sent a body the spec does not document")
@@ -304,11 +295,7 @@ class ContractClient:
         if documented is None and spec.name == "coolify":
             self._note("too-many-attempts" if status == "429" else "undocumented-status")
             fallback = spec.doc["components"]["responses"].get(status)
-            schema = (
-                spec.deref(fallback)["content"]["application/json"]["schema"]
-                if fallback
-                else _GENERIC_MESSAGE
-            )
+            schema = spec.deref(fallback)["content"]["application/json"]["schema"] if fallback else _GENERIC_MESSAGE
         elif documented is None:
             self.problems.append(f"{label}: status not in the spec")
             return
@@ -316,30 +303,20 @@ class ContractClient:
             content = spec.deref(documented).get("content")
             if not content:
                 if response.content:
-                    self.problems.append(
-                        f"{label}: the spec documents no body, got {response.content[:80]!r}"
-                    )
+                    self.problems.append(f"{label}: the spec documents no body, got {response.content[:80]!r}")
                 return
             media = next(iter(content))
             if media != "application/json":
                 if not response.headers.get("content-type", "").startswith(media):
-                    self.problems.append(
-                        f"{label}: content-type {response.headers.get('content-type')} != {media}"
-                    )
+                    self.problems.append(f"{label}: content-type {response.headers.get('content-type')} != {media}")
                 return
-            schema = (
-                _DEPLOYMENTS_BY_APP
-                if deviation == "deployments-by-app-shape"
-                else content[media].get("schema")
-            )
+            schema = _DEPLOYMENTS_BY_APP if deviation == "deployments-by-app-shape" else content[media].get("schema")
         if not response.headers.get("content-type", "").startswith("application/json"):
             self.problems.append(f"{label}: not JSON ({response.headers.get('content-type')})")
             return
         body = response.json()
         if schema is not None:
-            self.problems += [
-                f"{label}: response {e}" for e in spec.errors(schema, self._tolerate(spec, body))
-            ]
+            self.problems += [f"{label}: response {e}" for e in spec.errors(schema, self._tolerate(spec, body))]
 
     def _tolerate(self, spec: ApiSpec, body: Any) -> Any:
         """Apply the documented field-level deviations before validation."""
@@ -389,13 +366,9 @@ async def _scenario(api: ContractClient, clock: ManualClock) -> None:
 
     # ---- DigitalOcean
     await call("GET", f"{do}/account")
-    key = await call(
-        "POST", f"{do}/account/keys", json_body={"name": "c", "public_key": DEFAULT_COOLIFY_PUBLIC_KEY}
-    )
+    key = await call("POST", f"{do}/account/keys", json_body={"name": "c", "public_key": DEFAULT_COOLIFY_PUBLIC_KEY})
     fingerprint, key_id = key.json()["ssh_key"]["fingerprint"], key.json()["ssh_key"]["id"]
-    await call(
-        "POST", f"{do}/account/keys", json_body={"name": "c", "public_key": DEFAULT_COOLIFY_PUBLIC_KEY}
-    )
+    await call("POST", f"{do}/account/keys", json_body={"name": "c", "public_key": DEFAULT_COOLIFY_PUBLIC_KEY})
     await call("GET", f"{do}/account/keys?per_page=1")
     await call("GET", f"{do}/account/keys/{fingerprint}")
     await call("PUT", f"{do}/account/keys/{key_id}", json_body={"name": "coolify"})
@@ -466,9 +439,7 @@ async def _scenario(api: ContractClient, clock: ManualClock) -> None:
         "ports_exposes": "3000",
         "instant_deploy": False,
     }
-    app = await call(
-        "POST", f"{co}/applications/public", json_body=public, deviation="app-create-environment"
-    )
+    app = await call("POST", f"{co}/applications/public", json_body=public, deviation="app-create-environment")
     app_uuid = app.json()["uuid"]
     image = {
         **common,
@@ -477,9 +448,7 @@ async def _scenario(api: ContractClient, clock: ManualClock) -> None:
         "docker_registry_image_tag": "1.27",
     }
     image_uuid = (
-        await call(
-            "POST", f"{co}/applications/dockerimage", json_body=image, deviation="app-create-environment"
-        )
+        await call("POST", f"{co}/applications/dockerimage", json_body=image, deviation="app-create-environment")
     ).json()["uuid"]
     no_env = {k: v for k, v in public.items() if k != "environment_name"}
     await call("POST", f"{co}/applications/public", json_body=no_env, check_request=False)
@@ -515,9 +484,7 @@ async def _scenario(api: ContractClient, clock: ManualClock) -> None:
     await call("GET", f"{co}/deployments")
     await call("GET", f"{co}/deployments/{deployment}")
     await call("POST", f"{co}/applications/{app_uuid}/restart")  # deduplicated: no deployment_uuid
-    await call(
-        "GET", f"{co}/deployments/applications/{app_uuid}?skip=0&take=5", deviation="deployments-by-app-shape"
-    )
+    await call("GET", f"{co}/deployments/applications/{app_uuid}?skip=0&take=5", deviation="deployments-by-app-shape")
     clock.advance(30)
     await call("GET", f"{co}/deployments/{deployment}")
     await call("POST", f"{co}/applications/{app_uuid}/restart")

@@ -39,9 +39,7 @@ async def client(world: World) -> AsyncIterator[httpx.AsyncClient]:
 @pytest.fixture
 async def server(client: httpx.AsyncClient, clock: ManualClock) -> str:
     """The uuid of a server validated with install (ready)."""
-    created = await client.post(
-        f"{CO}/servers", json={"name": "s1", "ip": "203.0.113.10", "private_key_uuid": KEY}
-    )
+    created = await client.post(f"{CO}/servers", json={"name": "s1", "ip": "203.0.113.10", "private_key_uuid": KEY})
     uuid = str(created.json()["uuid"])
     await client.post(f"{CO}/servers/{uuid}/validate", json={"install": True})
     clock.advance(2)
@@ -140,9 +138,7 @@ async def test_throttle_headers_on_responses(client: httpx.AsyncClient) -> None:
         ({"json": {}}, "Empty JSON."),
     ],
 )
-async def test_bodies_must_be_non_empty_json(
-    client: httpx.AsyncClient, kwargs: dict[str, Any], error: str
-) -> None:
+async def test_bodies_must_be_non_empty_json(client: httpx.AsyncClient, kwargs: dict[str, Any], error: str) -> None:
     """A body that is not JSON, not valid, or empty is a 400 "Invalid request."."""
     response = await client.post(f"{CO}/servers", **kwargs)
     assert (response.status_code, response.json()) == (400, {"message": "Invalid request.", "error": error})
@@ -170,9 +166,7 @@ async def test_seeded_private_key_and_project(client: httpx.AsyncClient, world: 
 
 async def test_server_create_and_read(client: httpx.AsyncClient) -> None:
     """A new server is 201 {uuid}; the list copies the flags to the top level, GET one keeps them nested."""
-    created = await client.post(
-        f"{CO}/servers", json={"name": "s", "ip": "198.51.100.7", "private_key_uuid": KEY}
-    )
+    created = await client.post(f"{CO}/servers", json={"name": "s", "ip": "198.51.100.7", "private_key_uuid": KEY})
     assert created.status_code == 201
     uuid = created.json()["uuid"]
     [listed] = (await client.get(f"{CO}/servers")).json()
@@ -234,9 +228,7 @@ async def test_server_ip_is_unique(client: httpx.AsyncClient) -> None:
 
 async def test_validate_is_async_and_post_only(client: httpx.AsyncClient, clock: ManualClock) -> None:
     """POST validate answers 201 at once; the flags flip only after the validation time; GET is 405."""
-    uuid = (await client.post(f"{CO}/servers", json={"ip": "192.0.2.6", "private_key_uuid": KEY})).json()[
-        "uuid"
-    ]
+    uuid = (await client.post(f"{CO}/servers", json={"ip": "192.0.2.6", "private_key_uuid": KEY})).json()["uuid"]
     get = await client.get(f"{CO}/servers/{uuid}/validate")
     assert (get.status_code, get.headers["allow"]) == (405, "POST")
     assert get.json() == {"message": "This endpoint has changed to a POST request."}
@@ -346,9 +338,7 @@ async def test_create_application_errors(
 
 async def test_create_does_not_require_a_usable_server(client: httpx.AsyncClient) -> None:
     """Like Coolify, creating an app on a never-validated server is accepted."""
-    uuid = (await client.post(f"{CO}/servers", json={"ip": "192.0.2.9", "private_key_uuid": KEY})).json()[
-        "uuid"
-    ]
+    uuid = (await client.post(f"{CO}/servers", json={"ip": "192.0.2.9", "private_key_uuid": KEY})).json()["uuid"]
     assert (await client.post(f"{CO}/applications/public", json=_public(uuid))).status_code == 201
 
 
@@ -428,9 +418,7 @@ async def test_force_deploy_bypasses_dedup(client: httpx.AsyncClient, app: str) 
         ({"uuid": "unknown"}, 404, "No resources found."),
     ],
 )
-async def test_deploy_errors(
-    client: httpx.AsyncClient, params: dict[str, str], status: int, message: str
-) -> None:
+async def test_deploy_errors(client: httpx.AsyncClient, params: dict[str, str], status: int, message: str) -> None:
     """/deploy needs exactly one of uuid or tag and at least one known resource."""
     response = await client.post(f"{CO}/deploy", params=params)
     assert (response.status_code, response.json()["message"]) == (status, message)
@@ -438,21 +426,15 @@ async def test_deploy_errors(
 
 async def test_deploy_by_tag_has_its_own_shape(client: httpx.AsyncClient, server: str) -> None:
     """Deploying by tag answers {message: [...], details: [...]}, not {deployments}."""
-    uuid = (await client.post(f"{CO}/applications/public", json=_public(server, tags=["blue"]))).json()[
-        "uuid"
-    ]
+    uuid = (await client.post(f"{CO}/applications/public", json=_public(server, tags=["blue"]))).json()["uuid"]
     body = (await client.post(f"{CO}/deploy", params={"tag": "blue"})).json()
     assert body["details"][0]["resource_uuid"] == uuid
     assert isinstance(body["message"], list)
 
 
-async def test_deployment_fails_on_a_server_that_is_not_usable(
-    client: httpx.AsyncClient, clock: ManualClock
-) -> None:
+async def test_deployment_fails_on_a_server_that_is_not_usable(client: httpx.AsyncClient, clock: ManualClock) -> None:
     """Deploying to a server that never passed validation ends failed."""
-    uuid = (await client.post(f"{CO}/servers", json={"ip": "192.0.2.11", "private_key_uuid": KEY})).json()[
-        "uuid"
-    ]
+    uuid = (await client.post(f"{CO}/servers", json={"ip": "192.0.2.11", "private_key_uuid": KEY})).json()["uuid"]
     app = (await client.post(f"{CO}/applications/public", json=_public(uuid))).json()["uuid"]
     entry = await _deploy(client, app)
     clock.advance(10)
@@ -461,9 +443,7 @@ async def test_deployment_fails_on_a_server_that_is_not_usable(
     assert "failed" in body["logs"]
 
 
-async def test_restart_dedup_has_no_uuid(
-    client: httpx.AsyncClient, app: str, world: World, clock: ManualClock
-) -> None:
+async def test_restart_dedup_has_no_uuid(client: httpx.AsyncClient, app: str, world: World, clock: ManualClock) -> None:
     """Restart during a queued deployment says "already queued" without a uuid; later it queues a restart."""
     await _deploy(client, app)
     dedup = await client.post(f"{CO}/applications/{app}/restart")
@@ -531,9 +511,7 @@ async def test_deployments_vanish_with_their_application(
     assert (await client.get(f"{CO}/deployments/{uuid}")).status_code == 404
 
 
-async def test_instant_deploy_queues_without_returning_the_uuid(
-    client: httpx.AsyncClient, server: str
-) -> None:
+async def test_instant_deploy_queues_without_returning_the_uuid(client: httpx.AsyncClient, server: str) -> None:
     """instant_deploy queues a deployment that only the deployment list reveals."""
     response = await client.post(f"{CO}/applications/public", json=_public(server, instant_deploy=True))
     assert set(response.json()) == {"uuid", "domains"}
@@ -602,9 +580,7 @@ async def test_env_patch_by_key_resets_omitted_flags(client: httpx.AsyncClient, 
     """PATCH finds the row by key, answers 201 with it, resets omitted is_literal/is_multiline/is_shown_once
     and keeps omitted is_runtime/is_buildtime/comment."""
     envs = f"{CO}/applications/{app}/envs"
-    full = _env(
-        "K", "1", is_literal=True, is_multiline=True, is_runtime=False, is_buildtime=False, comment="c"
-    )
+    full = _env("K", "1", is_literal=True, is_multiline=True, is_runtime=False, is_buildtime=False, comment="c")
     await client.post(envs, json=full)
     patched = await client.patch(envs, json={"key": "K", "value": "2"})
     assert patched.status_code == 201

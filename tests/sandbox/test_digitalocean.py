@@ -53,9 +53,7 @@ async def test_missing_or_empty_token_is_401(client: httpx.AsyncClient, header: 
     response = await client.get(f"{DO}/account", headers=headers)
     assert response.status_code == 401
     assert response.json()["id"] == "unauthorized"
-    assert {"ratelimit-limit", "ratelimit-remaining", "ratelimit-reset", "x-request-id"} <= set(
-        response.headers
-    )
+    assert {"ratelimit-limit", "ratelimit-remaining", "ratelimit-reset", "x-request-id"} <= set(response.headers)
 
 
 async def test_unknown_route_and_method(client: httpx.AsyncClient) -> None:
@@ -140,9 +138,7 @@ async def test_create_returns_202_new_without_addresses(client: httpx.AsyncClien
     )
 
 
-async def test_droplet_becomes_active_then_gets_a_public_ip(
-    client: httpx.AsyncClient, clock: ManualClock
-) -> None:
+async def test_droplet_becomes_active_then_gets_a_public_ip(client: httpx.AsyncClient, clock: ManualClock) -> None:
     """The droplet turns active after the boot time with only the private IPv4, listed first, then public."""
     droplet_id = (await _create(client)).json()["droplet"]["id"]
     clock.advance(4)
@@ -184,9 +180,7 @@ async def test_create_validation_errors_are_422(
 
 async def test_create_accepts_registered_keys_by_id_or_fingerprint(client: httpx.AsyncClient) -> None:
     """ssh_keys may name registered keys by id or by fingerprint; a region prefix picks a datacenter."""
-    key = await client.post(
-        f"{DO}/account/keys", json={"name": "k", "public_key": DEFAULT_COOLIFY_PUBLIC_KEY}
-    )
+    key = await client.post(f"{DO}/account/keys", json={"name": "k", "public_key": DEFAULT_COOLIFY_PUBLIC_KEY})
     ssh = key.json()["ssh_key"]
     response = await _create(client, ssh_keys=[ssh["id"], ssh["fingerprint"]], region="ams")
     assert response.status_code == 202
@@ -197,9 +191,7 @@ async def test_create_over_the_droplet_limit_is_422(clock: ManualClock) -> None:
     """Creating past the account's droplet limit is the 422 "will exceed your droplet limit"."""
     world = World(SandboxConfig(droplet_limit=1), clock=clock)
     transport = httpx.ASGITransport(app=create_app(world))
-    async with httpx.AsyncClient(
-        transport=transport, base_url="http://t", headers={"Authorization": "Bearer x"}
-    ) as c:
+    async with httpx.AsyncClient(transport=transport, base_url="http://t", headers={"Authorization": "Bearer x"}) as c:
         assert (await _create(c)).status_code == 202
         refused = await _create(c, name="eliza-2")
         assert refused.status_code == 422
@@ -218,9 +210,7 @@ async def test_create_several_with_names(client: httpx.AsyncClient) -> None:
 
 async def test_malformed_body_is_400(client: httpx.AsyncClient) -> None:
     """A body that is not a JSON object is a 400 ``bad_request``."""
-    response = await client.post(
-        f"{DO}/droplets", content=b"{nope", headers={"Content-Type": "application/json"}
-    )
+    response = await client.post(f"{DO}/droplets", content=b"{nope", headers={"Content-Type": "application/json"})
     assert (response.status_code, response.json()["id"]) == (400, "bad_request")
 
 
@@ -316,8 +306,6 @@ async def test_request_log_records_method_path_status(client: httpx.AsyncClient,
 
 async def test_other_keys_are_kept_apart(client: httpx.AsyncClient) -> None:
     """Two different keys get two different fingerprints."""
-    a = (
-        await client.post(f"{DO}/account/keys", json={"name": "a", "public_key": DEFAULT_COOLIFY_PUBLIC_KEY})
-    ).json()
+    a = (await client.post(f"{DO}/account/keys", json={"name": "a", "public_key": DEFAULT_COOLIFY_PUBLIC_KEY})).json()
     b = (await client.post(f"{DO}/account/keys", json={"name": "b", "public_key": OTHER_KEY})).json()
     assert a["ssh_key"]["fingerprint"] != b["ssh_key"]["fingerprint"]

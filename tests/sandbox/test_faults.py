@@ -46,15 +46,11 @@ async def _droplet(client: httpx.AsyncClient, **extra: Any) -> httpx.Response:
 
 async def _ready_app(client: httpx.AsyncClient, world: World) -> str:
     """A validated server on a droplet with the Coolify key, with one public application; returns its uuid."""
-    key = await client.post(
-        f"{DO}/account/keys", json={"name": "c", "public_key": DEFAULT_COOLIFY_PUBLIC_KEY}
-    )
+    key = await client.post(f"{DO}/account/keys", json={"name": "c", "public_key": DEFAULT_COOLIFY_PUBLIC_KEY})
     droplet = (await _droplet(client, ssh_keys=[key.json()["ssh_key"]["id"]])).json()["droplet"]
     world.advance(10)
     ip = world.droplet_public_ip(world.droplets[droplet["id"]])
-    server = (
-        await client.post(f"{CO}/servers", json={"ip": ip, "private_key_uuid": "sandbox-private-key"})
-    ).json()
+    server = (await client.post(f"{CO}/servers", json={"ip": ip, "private_key_uuid": "sandbox-private-key"})).json()
     await client.post(f"{CO}/servers/{server['uuid']}/validate", json={"install": True})
     world.advance(5)
     body = {
@@ -201,9 +197,7 @@ async def test_droplet_no_ip(client: httpx.AsyncClient, world: World) -> None:
 async def test_server_unreachable(client: httpx.AsyncClient, world: World) -> None:
     """server_unreachable makes the validation end unreachable with validation logs."""
     world.faults.add_spec("server_unreachable:1")
-    server = await client.post(
-        f"{CO}/servers", json={"ip": "1.2.3.4", "private_key_uuid": "sandbox-private-key"}
-    )
+    server = await client.post(f"{CO}/servers", json={"ip": "1.2.3.4", "private_key_uuid": "sandbox-private-key"})
     uuid = server.json()["uuid"]
     assert (await client.post(f"{CO}/servers/{uuid}/validate", json={"install": True})).status_code == 201
     world.advance(2)
@@ -216,9 +210,7 @@ async def test_build_fails(client: httpx.AsyncClient, world: World) -> None:
     """build_fails makes the next deployment end failed and leaves the app exited."""
     app = await _ready_app(client, world)
     world.faults.add_spec("build_fails:1@POST:/deploy$")
-    deployment = (await client.post(f"{CO}/deploy", json={"uuid": app})).json()["deployments"][0][
-        "deployment_uuid"
-    ]
+    deployment = (await client.post(f"{CO}/deploy", json={"uuid": app})).json()["deployments"][0]["deployment_uuid"]
     world.advance(5)
     body = (await client.get(f"{CO}/deployments/{deployment}")).json()
     assert body["status"] == "failed"
@@ -241,9 +233,7 @@ async def test_faults_from_the_sandbox_faults_setting(clock: ManualClock) -> Non
     """Faults configured by SANDBOX_FAULTS are active from the start and come back after a reset."""
     world = World(SandboxConfig.from_env({"SANDBOX_FAULTS": "rate_limit:1@GET:/v2/account$"}), clock=clock)
     transport = httpx.ASGITransport(app=create_app(world))
-    async with httpx.AsyncClient(
-        transport=transport, base_url="http://t", headers={"Authorization": "Bearer x"}
-    ) as c:
+    async with httpx.AsyncClient(transport=transport, base_url="http://t", headers={"Authorization": "Bearer x"}) as c:
         assert (await c.get(f"{DO}/account")).status_code == 429
         assert (await c.get(f"{DO}/account")).status_code == 200
         assert (await c.post(f"{CONTROL}/reset")).status_code == 200
@@ -306,9 +296,7 @@ async def test_digitalocean_burst_limit(clock: ManualClock) -> None:
     """Past the per-minute limit DigitalOcean answers 429 with Retry-After until the window rolls."""
     world = World(SandboxConfig(do_rate_limit_per_minute=2), clock=clock)
     transport = httpx.ASGITransport(app=create_app(world))
-    async with httpx.AsyncClient(
-        transport=transport, base_url="http://t", headers={"Authorization": "Bearer x"}
-    ) as c:
+    async with httpx.AsyncClient(transport=transport, base_url="http://t", headers={"Authorization": "Bearer x"}) as c:
         assert [(await c.get(f"{DO}/account")).status_code for _ in range(2)] == [200, 200]
         limited = await c.get(f"{DO}/account")
         assert (limited.status_code, limited.headers["retry-after"]) == (429, "60")
@@ -336,9 +324,7 @@ async def test_coolify_throttle(clock: ManualClock) -> None:
     """Past API_RATE_LIMIT per minute Coolify answers 429 Too Many Attempts; health is never throttled."""
     world = World(SandboxConfig(coolify_rate_limit_per_minute=1), clock=clock)
     transport = httpx.ASGITransport(app=create_app(world))
-    async with httpx.AsyncClient(
-        transport=transport, base_url="http://t", headers={"Authorization": "Bearer x"}
-    ) as c:
+    async with httpx.AsyncClient(transport=transport, base_url="http://t", headers={"Authorization": "Bearer x"}) as c:
         ok = await c.get(f"{CO}/servers")
         assert (ok.status_code, ok.headers["x-ratelimit-remaining"]) == (200, "0")
         limited = await c.get(f"{CO}/servers")

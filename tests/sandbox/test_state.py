@@ -35,9 +35,9 @@ def world(clock: ManualClock) -> World:
 
 def _droplet_with_key(world: World, *, image: str = "ubuntu-24-04-x64", no_ip: bool = False) -> str:
     """Create a droplet carrying the Coolify key, boot it, and return its public IP (or '')."""
-    key = world.find_ssh_key(
-        md5_fingerprint(ssh_key_blob(DEFAULT_COOLIFY_PUBLIC_KEY) or b"")
-    ) or world.add_ssh_key("coolify", DEFAULT_COOLIFY_PUBLIC_KEY)
+    key = world.find_ssh_key(md5_fingerprint(ssh_key_blob(DEFAULT_COOLIFY_PUBLIC_KEY) or b"")) or world.add_ssh_key(
+        "coolify", DEFAULT_COOLIFY_PUBLIC_KEY
+    )
     droplet = world.create_droplet(
         name="d",
         region="nyc3",
@@ -146,9 +146,7 @@ def test_ssh_key_fingerprint_is_md5_of_the_blob() -> None:
     expected = hashlib.md5(blob).hexdigest()  # noqa: S324 - this is what DigitalOcean shows
     assert md5_fingerprint(ssh_key_blob(DEFAULT_COOLIFY_PUBLIC_KEY) or b"").replace(":", "") == expected
     assert ssh_key_blob("ssh-ed25519 not-base64!") is None
-    assert (
-        ssh_key_blob("ssh-rsa " + DEFAULT_COOLIFY_PUBLIC_KEY.split()[1]) is None
-    )  # type does not match blob
+    assert ssh_key_blob("ssh-rsa " + DEFAULT_COOLIFY_PUBLIC_KEY.split()[1]) is None  # type does not match blob
     assert ssh_key_blob("hello") is None
 
 
