@@ -117,3 +117,9 @@ class CanDeploy(_ScopePermission):
     """The `deploy` mutation needs the `deploy` scope."""
 
     scope = DEPLOY
+
+
+class CanChangeEnv(_ScopePermission):
+    """The env mutations (`setEnv`, `bulkSetEnv`, `deleteEnv`) need the `env` scope."""
+
+    scope = ENV

@@ -85,9 +85,7 @@ class DeployerGraphQL(GraphQL[Context, None]):
 
     websocket_adapter_class = _WebSocketAdapter
 
-    def __init__(
-        self, schema: BaseSchema, *, services: ServicesProvider, authenticator: Authenticator
-    ) -> None:
+    def __init__(self, schema: BaseSchema, *, services: ServicesProvider, authenticator: Authenticator) -> None:
         super().__init__(schema, keep_alive=True, keep_alive_interval=15)
         self._services = services
         self._authenticator = authenticator

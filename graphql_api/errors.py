@@ -18,7 +18,7 @@ Messages never contain a token or an environment value.
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import ClassVar
 
 from graphql import GraphQLError
@@ -77,9 +77,7 @@ class UnauthenticatedError(DeployerError):
     code = "UNAUTHENTICATED"
     status = 401
 
-    def __init__(
-        self, message: str = "A valid API token is required: send 'Authorization: Bearer <token>'"
-    ) -> None:
+    def __init__(self, message: str = "A valid API token is required: send 'Authorization: Bearer <token>'") -> None:
         super().__init__(message)
 
 
@@ -102,9 +100,7 @@ class NotFoundError(DeployerError):
 
     def __init__(self, kind: str, identifier: str) -> None:
         # The identifier is echoed only when it is short and plain, never arbitrary client text.
-        shown = (
-            identifier if len(identifier) <= 64 and identifier.replace("-", "").isalnum() else "(invalid id)"
-        )
+        shown = identifier if len(identifier) <= 64 and identifier.replace("-", "").isalnum() else "(invalid id)"
         super().__init__(f"No {kind} with id {shown}")
 
 
@@ -116,17 +112,28 @@ class DropletLimitReachedError(DeployerError):
 
     def __init__(self, limit: int) -> None:
         super().__init__(
-            f"The droplet limit of {limit} is reached: wait until a deployment finishes and its droplet"
-            " is deleted"
+            f"The droplet limit of {limit} is reached: wait until a deployment finishes and its droplet is deleted"
         )
         self.limit = limit
 
 
 class UpstreamError(DeployerError):
-    """DigitalOcean or Coolify refused or failed; the message names which and why."""
+    """DigitalOcean or Coolify refused or failed; the message names which and why.
+
+    `details` become further extensions, such as the applied and failed keys of a partial env change.
+    """
 
     code = "UPSTREAM_ERROR"
     status = 502
+
+    def __init__(self, message: str, *, details: Mapping[str, object] | None = None) -> None:
+        super().__init__(message)
+        self.details = dict(details or {})
+
+    @property
+    def extensions(self) -> dict[str, object]:
+        """Code, status and the details."""
+        return {**self.details, **super().extensions}
 
 
 # --- How errors reach the client ---------------------------------------------------------------------------

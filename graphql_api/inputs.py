@@ -1,7 +1,8 @@
-"""Input types of the `deploy` mutation, their validation, and the request they resolve to.
+"""Input types of the mutations, their validation, and the deploy request they resolve to.
 
 `validate_deploy_input()` is pure: it returns every problem as (field path, reason), such as
 `("input.ports[1]", "must be between 1 and 65535")`, and never echoes a value (an env value may be a secret).
+The env mutations share the variable checks (`check_env_key`, `check_env_value`, `check_env_vars`).
 `resolve_deploy_input()` then fills the defaults and splits the request into the spec stored on the row
 (keys only) and the environment that travels to the job.
 """
@@ -59,9 +60,7 @@ class DockerSourceInput:
     tag: str = "latest"
 
 
-@strawberry.input(
-    description="Exactly one of `git` or `docker`; omit the whole source for the default image."
-)
+@strawberry.input(description="Exactly one of `git` or `docker`; omit the whole source for the default image.")
 class SourceInput:
     """What to deploy."""
 
@@ -69,12 +68,64 @@ class SourceInput:
     docker: DockerSourceInput | None = strawberry.UNSET
 
 
-@strawberry.input(description="One environment variable; the value is never stored or shown.")
+@strawberry.input(
+    description=(
+        "One environment variable; the value is never stored or shown. The flags default to Coolify's own"
+        " defaults; `deploy` accepts only those defaults (change flags later with `bulkSetEnv`)."
+    )
+)
 class EnvVarInput:
-    """A key (Coolify's rule) and its value."""
+    """A key (Coolify's rule), its value and Coolify's flags."""
 
-    key: str
-    value: str
+    key: str = strawberry.field(
+        description=f"Letters, digits, '_', '.'; starting with a letter or '_'; at most {MAX_ENV_KEY_LENGTH}."
+    )
+    value: str = strawberry.field(description=f"At most {MAX_ENV_VALUE_LENGTH} characters; may be empty.")
+    is_build_time: bool | None = strawberry.field(
+        default=True, description="Available while Coolify builds the application (Coolify's `is_buildtime`)."
+    )
+    is_runtime: bool | None = strawberry.field(default=True, description="Available to the running container.")
+    is_literal: bool | None = strawberry.field(
+        default=False, description="Taken literally: `$OTHER` references in the value are not expanded."
+    )
+    is_multiline: bool | None = strawberry.field(default=False, description="The value spans several lines.")
+    is_preview: bool | None = strawberry.field(
+        default=False,
+        description="Set the row of preview (pull request) deployments instead of the production row.",
+    )
+
+    def flags(self) -> dict[str, bool]:
+        """The flags under Coolify's names, a null flag taking Coolify's default."""
+        return {
+            "is_buildtime": _flag(self.is_build_time, True),
+            "is_runtime": _flag(self.is_runtime, True),
+            "is_literal": _flag(self.is_literal, False),
+            "is_multiline": _flag(self.is_multiline, False),
+            "is_preview": _flag(self.is_preview, False),
+        }
+
+    def has_default_flags(self) -> bool:
+        """Whether every flag has Coolify's default."""
+        return self.flags() == COOLIFY_ENV_FLAG_DEFAULTS
+
+    def to_job_item(self) -> dict[str, object]:
+        """The variable as the env job takes it (key, value and Coolify's flag names)."""
+        return {"key": self.key, "value": self.value, **self.flags()}
+
+
+#: Coolify's defaults of the variable flags the API exposes (is_shown_once is always false).
+COOLIFY_ENV_FLAG_DEFAULTS = {
+    "is_buildtime": True,
+    "is_runtime": True,
+    "is_literal": False,
+    "is_multiline": False,
+    "is_preview": False,
+}
+
+
+def _flag(value: bool | None, default: bool) -> bool:
+    """A nullable boolean argument: null (or omitted) takes the default."""
+    return default if value is None or value is strawberry.UNSET else bool(value)
 
 
 @strawberry.input(description="What to deploy and where; every field is optional.")
@@ -124,7 +175,7 @@ def validate_deploy_input(data: DeployInput | None, *, path: str = "input") -> l
         if _given(value):
             problems += _check_slug(f"{path}.{name}", value)
     if _given(data.env):
-        problems += _check_env(f"{path}.env", data.env)
+        problems += check_env_vars(f"{path}.env", data.env, flags_allowed=False)
     return problems
 
 
@@ -159,18 +210,10 @@ def _check_git(path: str, git: GitSourceInput) -> list[Problem]:
         if reason:
             problems.append((f"{path}.repository", reason))
     branch = git.branch
-    if (
-        not branch
-        or len(branch) > 255
-        or not BRANCH_PATTERN.match(branch)
-        or ".." in branch
-        or branch.endswith("/")
-    ):
+    if not branch or len(branch) > 255 or not BRANCH_PATTERN.match(branch) or ".." in branch or branch.endswith("/"):
         problems.append((f"{path}.branch", "must be a git branch name (letters, digits, '.', '_', '/', '-')"))
     base = git.base_directory
-    if _given(base) and (
-        len(base) > 255 or not BASE_DIRECTORY_PATTERN.match(base) or ".." in base.split("/")
-    ):
+    if _given(base) and (len(base) > 255 or not BASE_DIRECTORY_PATTERN.match(base) or ".." in base.split("/")):
         problems.append((f"{path}.baseDirectory", "must be an absolute path such as /app, without '..'"))
     return problems
 
@@ -178,9 +221,7 @@ def _check_git(path: str, git: GitSourceInput) -> list[Problem]:
 def _check_docker(path: str, docker: DockerSourceInput) -> list[Problem]:
     problems: list[Problem] = []
     if not docker.image or len(docker.image) > 255 or not IMAGE_PATTERN.match(docker.image):
-        problems.append(
-            (f"{path}.image", "must be an image name such as nginx or ghcr.io/owner/app, without a tag")
-        )
+        problems.append((f"{path}.image", "must be an image name such as nginx or ghcr.io/owner/app, without a tag"))
     if not TAG_PATTERN.match(docker.tag):
         problems.append((f"{path}.tag", "must be a tag of letters, digits, '_', '.' and '-' (at most 128)"))
     return problems
@@ -226,27 +267,51 @@ def _check_slug(path: str, value: str) -> list[Problem]:
     return []
 
 
-def _check_env(path: str, env: Sequence[EnvVarInput]) -> list[Problem]:
+def check_env_key(path: str, key: str) -> list[Problem]:
+    """Problems of an environment key under Coolify's rule (the reason never repeats the key)."""
+    if not key:
+        return [(path, "must not be empty")]
+    if len(key) > MAX_ENV_KEY_LENGTH:
+        return [(path, f"must be at most {MAX_ENV_KEY_LENGTH} characters")]
+    if not ENV_KEY_PATTERN.match(key):
+        return [(path, "must start with a letter or '_' and hold only letters, digits, '_' and '.'")]
+    return []
+
+
+def check_env_value(path: str, value: str) -> list[Problem]:
+    """Problems of an environment value: only its size (the reason never repeats the value)."""
+    if len(value) > MAX_ENV_VALUE_LENGTH:
+        return [(path, f"must be at most {MAX_ENV_VALUE_LENGTH} characters")]
+    return []
+
+
+def check_env_vars(path: str, env: Sequence[EnvVarInput], *, flags_allowed: bool = True) -> list[Problem]:
+    """Problems of a list of variables: at most `MAX_ENV_VARS`, valid keys and values, no key twice.
+
+    Args:
+        flags_allowed: False where only Coolify's default flags are supported (`deploy`).
+    """
     if len(env) > MAX_ENV_VARS:
         return [(path, f"must list at most {MAX_ENV_VARS} variables")]
     problems: list[Problem] = []
     seen: dict[str, int] = {}
     for index, item in enumerate(env):
         key_path = f"{path}[{index}].key"
-        if not item.key:
-            problems.append((key_path, "must not be empty"))
-        elif len(item.key) > MAX_ENV_KEY_LENGTH:
-            problems.append((key_path, f"must be at most {MAX_ENV_KEY_LENGTH} characters"))
-        elif not ENV_KEY_PATTERN.match(item.key):
-            problems.append(
-                (key_path, "must start with a letter or '_' and hold only letters, digits, '_' and '.'")
-            )
+        key_problems = check_env_key(key_path, item.key)
+        if key_problems:
+            problems += key_problems
         elif item.key in seen:
             problems.append((key_path, f"repeats {path}[{seen[item.key]}].key"))
         else:
             seen[item.key] = index
-        if len(item.value) > MAX_ENV_VALUE_LENGTH:
-            problems.append((f"{path}[{index}].value", f"must be at most {MAX_ENV_VALUE_LENGTH} characters"))
+        problems += check_env_value(f"{path}[{index}].value", item.value)
+        if not flags_allowed and not item.has_default_flags():
+            problems.append(
+                (
+                    f"{path}[{index}]",
+                    "flags other than Coolify's defaults are not supported here; use bulkSetEnv",
+                )
+            )
     return problems
 
 
@@ -306,9 +371,7 @@ def split_image(reference: str) -> tuple[str, str]:
     return image, tag
 
 
-def resolve_deploy_input(
-    data: DeployInput | None, *, defaults: DeployDefaults, deployment_id: str
-) -> DeployRequest:
+def resolve_deploy_input(data: DeployInput | None, *, defaults: DeployDefaults, deployment_id: str) -> DeployRequest:
     """Fill the defaults of a validated input; the spec holds env keys only, the values go to the job."""
     data = data or DeployInput()
     default_name = f"{defaults.name_prefix}-{deployment_id}"

@@ -1,4 +1,5 @@
-"""Mutations: validate, reserve a droplet slot, write the row and the first event, enqueue, return.
+"""Mutations: `deploy` (validate, reserve a droplet slot, write the row and the first event, enqueue, return)
+and the env mutations of `graphql_api.env`.
 
 `deploy` never leaks a slot: once a slot is reserved, any failure (including cancellation) releases it and
 deletes the half-written deployment before the error propagates.
@@ -13,8 +14,9 @@ import uuid
 import strawberry
 from strawberry.types import Info
 
-from graphql_api.auth import CanDeploy
+from graphql_api.auth import CanChangeEnv, CanDeploy
 from graphql_api.context import Context
+from graphql_api.env import EnvUpdate, bulk_set_env, delete_env, set_env
 from graphql_api.errors import BadUserInputError, DropletLimitReachedError
 from graphql_api.inputs import (
     DeployDefaults,
@@ -46,9 +48,7 @@ def deploy_defaults(settings: Settings) -> DeployDefaults:
     )
 
 
-async def _create_and_enqueue(
-    context: Context, deployment_id: uuid.UUID, request: DeployRequest
-) -> db.Deployment:
+async def _create_and_enqueue(context: Context, deployment_id: uuid.UUID, request: DeployRequest) -> db.Deployment:
     row = await db.Deployment.create(
         id=deployment_id,
         status=db.DeploymentStatus.QUEUED,
@@ -109,4 +109,28 @@ class Mutation:
         resolver=deploy,
         permission_classes=[CanDeploy],
         description="Queue a deployment; returns at once with status QUEUED. Every input field is optional.",
+    )
+    set_env: EnvUpdate = strawberry.mutation(
+        resolver=set_env,
+        permission_classes=[CanChangeEnv],
+        description=(
+            "Create or update one environment variable of an application deployer deployed, then restart it"
+            " once (unless `restart: false`). Flags default to Coolify's defaults and are always all sent."
+        ),
+    )
+    bulk_set_env: EnvUpdate = strawberry.mutation(
+        resolver=bulk_set_env,
+        permission_classes=[CanChangeEnv],
+        description=(
+            "Create or update many variables, then restart once. Coolify applies them in order without a"
+            " transaction: a failure part-way is an UPSTREAM_ERROR naming the applied and the failed keys."
+        ),
+    )
+    delete_env: EnvUpdate = strawberry.mutation(
+        resolver=delete_env,
+        permission_classes=[CanChangeEnv],
+        description=(
+            "Delete a variable (its production and preview rows), then restart once; a key that did not"
+            " exist is reported in `missingKeys` with `deleted: false`."
+        ),
     )

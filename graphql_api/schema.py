@@ -27,9 +27,7 @@ class DeployerSchema(strawberry.Schema):
     is the traceback logged; messages of request errors are not logged since they may echo input values.
     """
 
-    def process_errors(
-        self, errors: list[GraphQLError], execution_context: ExecutionContext | None = None
-    ) -> None:
+    def process_errors(self, errors: list[GraphQLError], execution_context: ExecutionContext | None = None) -> None:
         """Log each error once, server-side."""
         operation = execution_context.operation_name if execution_context else None
         for error in errors:
@@ -43,9 +41,7 @@ class DeployerSchema(strawberry.Schema):
                     exc_info=error.original_error,
                 )
             elif isinstance(error.original_error, DeployerError):
-                logger.info(
-                    "GraphQL %s at %s: %s", error.original_error.code, path, error.original_error.message
-                )
+                logger.info("GraphQL %s at %s: %s", error.original_error.code, path, error.original_error.message)
             else:
                 logger.info("GraphQL request rejected: %s", request_error_code(error))
 

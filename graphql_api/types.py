@@ -179,9 +179,7 @@ class Deployment:
     region: str | None
     size: str | None
     image: str | None = strawberry.field(description="The droplet's image slug.")
-    env_keys: list[str] = strawberry.field(
-        description="Keys of the initial environment; values are never shown."
-    )
+    env_keys: list[str] = strawberry.field(description="Keys of the initial environment; values are never shown.")
 
     events: list[DeploymentEvent] = strawberry.field(
         resolver=resolve_events,

@@ -9,6 +9,7 @@ from typing import Any
 
 from jobs.context import WorkerContext
 from jobs.enqueue import HEARTBEAT_S
+from jobs.envstash import read_values
 from jobs.pipeline import fail, run_pipeline
 from jobs.run import Run
 from models.deployment import Deployment
@@ -25,7 +26,7 @@ async def _heartbeat(job: Any, every: float) -> None:
             logger.warning("job heartbeat failed", exc_info=True)
 
 
-async def deploy(ctx: WorkerContext, *, deployment_id: str, env: list[list[str]] | None = None) -> str:
+async def deploy(ctx: WorkerContext, *, deployment_id: str, env_ref: str | None = None) -> str:
     """Run (or resume) the pipeline of one deployment and return its final status.
 
     A deployment that is already final is left alone, so a duplicate or late retry does nothing. An unexpected
@@ -38,7 +39,13 @@ async def deploy(ctx: WorkerContext, *, deployment_id: str, env: list[list[str]]
         return "MISSING"
     if deployment.is_terminal:
         return deployment.status.value
-    run = Run(deployment=deployment, deps=ctx["deps"], env=[(key, value) for key, value in env or []])
+    deps = ctx["deps"]
+    stashed = await read_values(deps.redis, env_ref) if env_ref else []
+    if stashed is None:
+        logger.warning(
+            "initial environment expired before the deploy job read it", extra={"deployment_id": deployment_id}
+        )
+    run = Run(deployment=deployment, deps=deps, env=[(str(v["key"]), str(v["value"])) for v in stashed or []])
     job = ctx.get("job")
     beat = asyncio.create_task(_heartbeat(job, HEARTBEAT_S / 3)) if job is not None else None
     try:
@@ -53,6 +60,8 @@ async def deploy(ctx: WorkerContext, *, deployment_id: str, env: list[list[str]]
                 raise
             await fail(run, f"internal error during {deployment.stage.value}; see the worker log")
     finally:
+        if env_ref and deployment.is_terminal:
+            await deps.redis.delete(env_ref)
         if beat is not None:
             beat.cancel()
             with contextlib.suppress(asyncio.CancelledError):

@@ -8,13 +8,19 @@ steps are idempotent, so a retry resumes from what the database already records.
 
 from __future__ import annotations
 
+import asyncio
 import math
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any, cast
 
+from redis.asyncio import Redis
 from saq import Job, Queue
+from saq.job import TERMINAL_STATUSES, Status
+from saq.queue.redis import RedisQueue
 
+from jobs.envstash import discard_values, stash_values
 from settings import Timings
 
 DEPLOY_FUNCTION = "deploy"
@@ -23,7 +29,7 @@ ENV_FUNCTION = "apply_env_change"
 HEARTBEAT_S = 30
 #: Attempts of one deploy job (the first run plus retries after a worker died or a bug).
 DEPLOY_ATTEMPTS = 3
-#: Env jobs hold secret values in their arguments; keep the finished job in Redis only briefly.
+#: How long a finished env job (keys and outcome only) stays in Redis.
 ENV_JOB_TTL_S = 60
 
 
@@ -64,8 +70,9 @@ async def enqueue_deploy(
     """Enqueue the pipeline of one deployment; returns None when it is already enqueued.
 
     Args:
-        env: initial environment variables (key, value). They travel in the job's arguments in Redis and are
-            never written to the database.
+        env: initial environment variables (key, value). The values are stashed in Redis under a random
+            key (`jobs.envstash`) and the job gets only that key: SAQ logs a job's arguments, and the database
+            never holds values. The stash outlives every attempt and is deleted when the deployment ends.
     """
     options = deploy_job_options(timings)
     return await queue.enqueue(
@@ -77,16 +84,38 @@ async def enqueue_deploy(
         retry_delay=options.retry_delay,
         retry_backoff=options.retry_backoff,
         deployment_id=str(deployment_id),
-        env=[[key, value] for key, value in env],
+        env_ref=await stash_values(
+            cast("RedisQueue", queue).redis,
+            [{"key": key, "value": value} for key, value in env],
+            ttl_s=options.timeout * (options.retries + 1) + 3600,
+        )
+        if env
+        else None,
     )
 
 
-#: How long the API waits for an env change (Coolify calls plus the restart request).
+#: SAQ's timeout of one env job; the job ends its Coolify work sooner (`jobs.envjob.WORK_BUDGET_S`).
 ENV_JOB_TIMEOUT_S = 120
+#: How long the API waits for an env job's result (a little over its timeout, so a result is never missed).
+ENV_WAIT_S = ENV_JOB_TIMEOUT_S + 10
+#: How long stashed values wait for a worker; a job that starts later finds nothing and changes nothing.
+ENV_STASH_TTL_S = ENV_WAIT_S
+_POLL_S = (0.02, 0.05, 0.1, 0.25)
+
+
+class EnvJobError(Exception):
+    """The env job did not report a result: no worker took it in time, or it failed (the message is safe)."""
+
+    def __init__(self, message: str, *, started: bool) -> None:
+        super().__init__(message)
+        self.message = message
+        #: Whether a worker had started the job (its outcome is then unknown rather than "nothing done").
+        self.started = started
 
 
 async def run_env_change(
     queue: Queue,
+    redis: Redis,
     *,
     change_id: int,
     application_uuid: str,
@@ -95,23 +124,47 @@ async def run_env_change(
     keys: Sequence[str] = (),
     mode: str = "AUTO",
     builds_from_source: bool = False,
-) -> dict[str, object]:
+    wait_s: float = ENV_WAIT_S,
+) -> dict[str, Any]:
     """Run an env change on a worker and wait for its result (keys and restart, never values).
 
-    Not retried: a half-applied change is reported as such rather than replayed behind the caller's back.
+    The values (in `variables`: key, value and `is_*` flags) are stashed in Redis (`jobs.envstash`), never
+    put in the job's arguments. The job runs once: a half-applied change is reported as such rather than
+    replayed behind the caller's back.
+
+    Raises:
+        EnvJobError: no result within `wait_s` (a change no worker had started is withdrawn: it will never
+            run), or the job failed.
     """
-    result = await queue.apply(
+    ref = await stash_values(redis, variables, ttl_s=ENV_STASH_TTL_S)
+    job = await queue.enqueue(
         ENV_FUNCTION,
         timeout=ENV_JOB_TIMEOUT_S,
-        poll_interval=0.05,
         retries=1,
         ttl=ENV_JOB_TTL_S,
         change_id=change_id,
         application_uuid=application_uuid,
         action=action,
-        variables=list(variables),
         keys=list(keys),
+        variables_ref=ref,
         mode=mode,
         builds_from_source=builds_from_source,
     )
-    return dict(result)
+    if job is None:  # the key is random, so this cannot happen; never wait on a job that is not there
+        await discard_values(redis, ref)
+        raise EnvJobError("the env change could not be enqueued", started=False)
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + wait_s
+    polls = 0
+    while True:
+        current = await queue.job(job.key)
+        if current is not None and current.status in TERMINAL_STATUSES:
+            if current.status is Status.COMPLETE and isinstance(current.result, dict):
+                return dict(current.result)
+            raise EnvJobError(f"the env job ended with status {current.status.name.lower()}", started=True)
+        if loop.time() >= deadline:
+            # Withdraw the change: if no worker took the values yet, none ever will (the job finds nothing).
+            started = not await discard_values(redis, ref)
+            raise EnvJobError(f"no worker finished the env change within {wait_s:g} s", started=started)
+        await asyncio.sleep(_POLL_S[min(polls, len(_POLL_S) - 1)])
+        polls += 1

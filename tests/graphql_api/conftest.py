@@ -56,9 +56,7 @@ class GraphQLClient:
     ) -> tuple[int, dict[str, Any]]:
         """Run one operation."""
         headers = {"Authorization": f"Bearer {token}"} if token else {}
-        response = await self.http.post(
-            "/graphql", json={"query": query, "variables": variables}, headers=headers
-        )
+        response = await self.http.post("/graphql", json={"query": query, "variables": variables}, headers=headers)
         return response.status_code, response.json()
 
 
@@ -73,9 +71,7 @@ async def running(app: Starlette) -> AsyncIterator[Services]:
 async def served(app: Starlette) -> AsyncIterator[str]:
     """Serve an app with a real uvicorn server on a free port; yields its base URL (http://...)."""
     port = free_port()
-    server = uvicorn.Server(
-        uvicorn.Config(app, host="127.0.0.1", port=port, lifespan="on", log_level="warning")
-    )
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, lifespan="on", log_level="warning"))
     task = asyncio.create_task(server.serve())
     try:
         while not server.started:

@@ -90,9 +90,7 @@ def _start_api(port: int, env: dict[str, str]) -> subprocess.Popen[bytes]:
         sys.executable, "-m", "uvicorn", "--factory", "graphql_api.app:app_from_env",
         "--host", "127.0.0.1", "--port", str(port), "--log-level", "warning",
     ]  # fmt: skip
-    return subprocess.Popen(
-        command, cwd=REPO_ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
-    )
+    return subprocess.Popen(command, cwd=REPO_ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
 
 
 async def _wait_ready(url: str, process: subprocess.Popen[bytes], timeout: float = 30.0) -> None:
@@ -113,26 +111,17 @@ async def _wait_ready(url: str, process: subprocess.Popen[bytes], timeout: float
 @pytest.mark.slow
 async def test_two_api_processes_share_the_droplet_limit(db: str, redis_url: str, queue_name: str) -> None:
     """Twenty concurrent deploys over two API processes: 3 accepted, 17 get DROPLET_LIMIT_REACHED."""
-    env = {
-        key: value
-        for key, value in os.environ.items()
-        if not key.startswith(("DO_", "COOLIFY_", "DEPLOYER_"))
-    }
+    env = {key: value for key, value in os.environ.items() if not key.startswith(("DO_", "COOLIFY_", "DEPLOYER_"))}
     env.update(DATABASE_URL=db, REDIS_URL=redis_url, DEPLOYER_QUEUE=queue_name, MAX_ACTIVE_DROPLETS="3")
     ports = [free_port(), free_port()]
     processes = [_start_api(port, env) for port in ports]
     urls = [f"http://127.0.0.1:{port}" for port in ports]
     try:
-        await asyncio.gather(
-            *(_wait_ready(url, process) for url, process in zip(urls, processes, strict=True))
-        )
+        await asyncio.gather(*(_wait_ready(url, process) for url, process in zip(urls, processes, strict=True)))
         clients = [httpx.AsyncClient(base_url=url, timeout=30) for url in urls]
         try:
             responses = await asyncio.gather(
-                *(
-                    clients[i % 2].post("/graphql", json={"query": "mutation { deploy { id } }"})
-                    for i in range(20)
-                )
+                *(clients[i % 2].post("/graphql", json={"query": "mutation { deploy { id } }"}) for i in range(20))
             )
         finally:
             for client in clients:

@@ -42,6 +42,12 @@ def test_each_error_carries_its_code_and_status(error: DeployerError, code: str,
     assert GraphQLError(error.message, original_error=error).extensions == error.extensions
 
 
+def test_upstream_error_details_become_extensions() -> None:
+    """Details (such as the applied and failed keys of an env change) sit next to code and status."""
+    error = UpstreamError("incomplete", details={"appliedKeys": ["A"], "failedKeys": ["B"], "code": "X"})
+    assert error.extensions == {"appliedKeys": ["A"], "failedKeys": ["B"], "code": "UPSTREAM_ERROR", "status": 502}
+
+
 def test_bad_user_input_lists_fields() -> None:
     """BAD_USER_INPUT names each field in its message and in `extensions.fields`."""
     error = BadUserInputError([("input.ports[1]", "must be between 1 and 65535"), ("input.name", "too long")])
@@ -56,8 +62,7 @@ def test_bad_user_input_lists_fields() -> None:
     ("message", "expected"),
     [
         (
-            "Variable '$input' has invalid value.env[0].value: String cannot represent a non string value:"
-            " 12345",
+            "Variable '$input' has invalid value.env[0].value: String cannot represent a non string value: 12345",
             "Variable '$input' has invalid value.env[0].value: String cannot represent a non string value.",
         ),
         (
@@ -123,9 +128,7 @@ async def test_internal_error_over_http_is_masked_and_logged(
     assert error["message"] == "Internal server error"
     assert error["extensions"] == {"code": "INTERNAL_SERVER_ERROR", "status": 500}
     assert "NO_SUCH_STAGE" not in str(body)
-    assert any(record.exc_info for record in caplog.records), (
-        "the original error is logged with its traceback"
-    )
+    assert any(record.exc_info for record in caplog.records), "the original error is logged with its traceback"
 
 
 async def test_syntax_and_validation_errors_have_codes(gql: GraphQLClient) -> None:

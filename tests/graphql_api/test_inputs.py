@@ -12,6 +12,8 @@ from graphql_api.inputs import (
     EnvVarInput,
     GitSourceInput,
     SourceInput,
+    check_env_key,
+    check_env_vars,
     resolve_deploy_input,
     split_image,
     validate_deploy_input,
@@ -112,9 +114,7 @@ def test_valid_values_pass() -> None:
         env=[EnvVarInput(key="_A.b1", value="x" * MAX_ENV_VALUE_LENGTH)],
     )
     assert validate_deploy_input(data) == []
-    docker = DeployInput(
-        source=SourceInput(docker=DockerSourceInput(image="registry.local:5000/team/app", tag="v1.2"))
-    )
+    docker = DeployInput(source=SourceInput(docker=DockerSourceInput(image="registry.local:5000/team/app", tag="v1.2")))
     assert validate_deploy_input(docker) == []
 
 
@@ -123,6 +123,53 @@ def test_problems_never_repeat_env_values() -> None:
     problems = validate_deploy_input(DeployInput(env=[EnvVarInput(key="9 sekret", value="sekret" * 10000)]))
     assert problems
     assert all("sekret" not in reason for _, reason in problems)
+
+
+def test_deploy_accepts_only_default_env_flags() -> None:
+    """The initial environment takes Coolify's default flags; other flags are refused, not silently dropped."""
+    defaults = DeployInput(env=[EnvVarInput(key="A", value="1", is_build_time=True, is_preview=None)])
+    assert validate_deploy_input(defaults) == []
+    literal = DeployInput(env=[EnvVarInput(key="A", value="1", is_literal=True)])
+    assert [path for path, _ in validate_deploy_input(literal)] == ["input.env[0]"]
+
+
+@pytest.mark.parametrize(
+    ("key", "ok"),
+    [("A", True), ("_a.b_9", True), ("K" * 255, True), ("", False), ("9A", False), (".A", False),
+     ("A-B", False), (" A", False), ("K" * 256, False)],
+)  # fmt: skip
+def test_env_keys_follow_coolifys_rule(key: str, ok: bool) -> None:
+    """Keys match `^[A-Za-z_][A-Za-z0-9_.]*$` and are at most 255 characters."""
+    assert (check_env_key("key", key) == []) is ok
+
+
+def test_env_lists_name_every_bad_item() -> None:
+    """A list reports each invalid key or value and each repeat, by index; flags are allowed by default."""
+    items = [
+        EnvVarInput(key="A", value="1", is_literal=True),
+        EnvVarInput(key="A", value="2"),
+        EnvVarInput(key="B", value="x" * (MAX_ENV_VALUE_LENGTH + 1)),
+        EnvVarInput(key="1", value=""),
+    ]
+    assert check_env_vars("variables", items) == [
+        ("variables[1].key", "repeats variables[0].key"),
+        ("variables[2].value", f"must be at most {MAX_ENV_VALUE_LENGTH} characters"),
+        ("variables[3].key", "must start with a letter or '_' and hold only letters, digits, '_' and '.'"),
+    ]
+
+
+def test_env_flags_map_to_coolifys_names() -> None:
+    """The job gets Coolify's flag names, a null flag taking Coolify's default."""
+    item = EnvVarInput(key="A", value="v", is_build_time=False, is_literal=None, is_preview=True)
+    assert item.to_job_item() == {
+        "key": "A",
+        "value": "v",
+        "is_buildtime": False,
+        "is_runtime": True,
+        "is_literal": False,
+        "is_multiline": False,
+        "is_preview": True,
+    }
 
 
 def test_resolve_fills_defaults() -> None:
@@ -145,9 +192,7 @@ def test_resolve_fills_defaults() -> None:
 def test_resolve_keeps_env_values_out_of_the_spec() -> None:
     """The spec lists env keys; the values go only to the request's env (input wins over defaults)."""
     data = DeployInput(
-        source=SourceInput(
-            git=GitSourceInput(repository="https://github.com/a/b", build_pack=BuildPack.DOCKERFILE)
-        ),
+        source=SourceInput(git=GitSourceInput(repository="https://github.com/a/b", build_pack=BuildPack.DOCKERFILE)),
         env=[EnvVarInput(key="LOG", value="debug"), EnvVarInput(key="TOKEN", value="t0ps3cret")],
     )
     request = resolve_deploy_input(data, defaults=DEFAULTS, deployment_id="id1")

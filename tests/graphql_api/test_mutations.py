@@ -12,6 +12,7 @@ from starlette.applications import Starlette
 
 from graphql_api.context import Services
 from jobs.enqueue import DEPLOY_FUNCTION, deploy_job_key
+from jobs.envstash import read_values
 from models import Deployment, DeploymentEvent, DropletSlot
 from settings import Settings
 from tests.graphql_api.conftest import DEPLOY, DROPLET_COUNT, GraphQLClient, running
@@ -21,9 +22,7 @@ SECRET = "s3cr3t-value-that-must-never-leak"
 
 async def test_deploy_without_input_queues_the_default_image(gql: GraphQLClient, queue: Queue) -> None:
     """A bare `deploy` returns QUEUED with the defaults and enqueues exactly one job."""
-    status, body = await gql(
-        "mutation { deploy { id status stage dropletName source { kind image tag } ports } }"
-    )
+    status, body = await gql("mutation { deploy { id status stage dropletName source { kind image tag } ports } }")
     assert status == 200
     assert "errors" not in body
     deployment = body["data"]["deploy"]
@@ -83,7 +82,7 @@ async def test_deploy_stores_row_spec_and_first_event(gql: GraphQLClient, queue:
 async def test_deploy_enqueues_env_with_defaults_and_input_winning(
     make_app: Any, gql: GraphQLClient, queue: Queue, settings: Settings
 ) -> None:
-    """The job carries DEPLOYER_DEFAULT_ENV plus the input env, the input winning on a shared key."""
+    """The job's stashed env is DEPLOYER_DEFAULT_ENV plus the input env (input wins); no value is in its arguments."""
     app = make_app(default_env=(("REGION", "eu"), ("API_KEY", "default")))
     async with (
         running(app),
@@ -97,7 +96,13 @@ async def test_deploy_enqueues_env_with_defaults_and_input_winning(
     job = await queue.job(deploy_job_key(deployment["id"]))
     assert job is not None
     assert job.kwargs is not None
-    assert job.kwargs["env"] == [["REGION", "eu"], ["API_KEY", SECRET], ["DEBUG", "1"]]
+    assert SECRET not in repr(job)
+    stashed = await read_values(queue.redis, job.kwargs["env_ref"])
+    assert stashed == [
+        {"key": "REGION", "value": "eu"},
+        {"key": "API_KEY", "value": SECRET},
+        {"key": "DEBUG", "value": "1"},
+    ]
     assert deployment["envKeys"] == ["REGION", "API_KEY", "DEBUG"]
 
 
@@ -140,9 +145,7 @@ async def test_invalid_input_names_each_field_and_writes_nothing(gql: GraphQLCli
     assert await queue.count("queued") == 0
 
 
-async def test_variable_coercion_error_is_bad_user_input_without_the_value(
-    gql: GraphQLClient, queue: Queue
-) -> None:
+async def test_variable_coercion_error_is_bad_user_input_without_the_value(gql: GraphQLClient, queue: Queue) -> None:
     """A value of the wrong GraphQL type is BAD_USER_INPUT, and the value itself is not echoed."""
     status, body = await gql(DEPLOY, {"input": {"env": [{"key": "A", "value": 918273645}]}})
     assert status == 200

@@ -43,9 +43,7 @@ async def _events(client: WSClient, op_id: str) -> list[dict[str, Any]]:
 
 
 @pytest.mark.parametrize("protocol", PROTOCOLS)
-async def test_live_events_arrive_once_in_order_then_complete(
-    base_url: str, redis: Redis, protocol: str
-) -> None:
+async def test_live_events_arrive_once_in_order_then_complete(base_url: str, redis: Redis, protocol: str) -> None:
     """A subscriber gets the stored event, then every live one once and in order, then `complete`."""
     row = await _deploy(base_url)
     async with ws_client(base_url, protocol) as client:
@@ -53,9 +51,7 @@ async def test_live_events_arrive_once_in_order_then_complete(
         await client.subscribe("1", PROGRESS, {"id": str(row.id)})
         results = client.results("1")
         first = await anext(results)
-        assert (
-            first["data"]["deploymentProgress"]["sequence"] == 1
-        )  # replayed; the listener is now registered
+        assert first["data"]["deploymentProgress"]["sequence"] == 1  # replayed; the listener is now registered
         for message, status, stage in STEPS:
             await record(redis, row, message, status=status, stage=stage)
         rest = [payload["data"]["deploymentProgress"] async for payload in results]

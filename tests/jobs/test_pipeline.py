@@ -17,6 +17,7 @@ from clients.digitalocean import DigitalOceanClient
 from clients.http import RetryPolicy
 from jobs.context import Deps, PipelineConfig, WorkerContext
 from jobs.deploy import deploy
+from jobs.envstash import stash_values
 from jobs.progress import stored_events
 from models.deployment import Deployment, DeploymentStage, DeploymentStatus
 from models.slot import reserve_slot, slot_usage
@@ -67,7 +68,8 @@ async def new_deployment(**spec: Any) -> Deployment:
 async def run(deps: Deps, deployment: Deployment, env: list[list[str]] | None = None) -> Deployment:
     """Run the deploy job directly and reload the row."""
     ctx: WorkerContext = {"deps": deps}  # type: ignore[typeddict-item]
-    await deploy(ctx, deployment_id=str(deployment.id), env=env)
+    ref = await stash_values(deps.redis, [{"key": k, "value": v} for k, v in env], ttl_s=60) if env else None
+    await deploy(ctx, deployment_id=str(deployment.id), env_ref=ref)
     return await Deployment.get(id=deployment.id)
 
 
