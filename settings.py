@@ -63,6 +63,18 @@ class Timings:
     server_timeout_s: float = 600.0
     build_poll_interval_s: float = 5.0
     build_timeout_s: float = 1800.0
+    #: A running job renews its heartbeat every third of this; a job silent this long has lost its worker.
+    job_heartbeat_s: float = 30.0
+    #: How often workers look for jobs whose heartbeat expired, and retry them elsewhere.
+    worker_sweep_s: float = 5.0
+    #: How often one worker (cluster-wide) runs the reaper.
+    reaper_interval_s: float = 15.0
+
+    @property
+    def stall_after_s(self) -> float:
+        """A running deployment with no progress for this long, and no lease, has lost its worker."""
+        polls = max(self.droplet_poll_interval_s, self.server_poll_interval_s, self.build_poll_interval_s)
+        return max(3 * self.job_heartbeat_s, 3 * polls)
 
     @property
     def pipeline_budget_s(self) -> float:
@@ -120,6 +132,9 @@ class Settings:
             server_timeout_s=env.seconds("SERVER_TIMEOUT_S", 600.0),
             build_poll_interval_s=env.seconds("BUILD_POLL_INTERVAL_S", 5.0),
             build_timeout_s=env.seconds("BUILD_TIMEOUT_S", 1800.0),
+            job_heartbeat_s=env.seconds("JOB_HEARTBEAT_S", 30.0),
+            worker_sweep_s=env.seconds("WORKER_SWEEP_S", 5.0),
+            reaper_interval_s=env.seconds("REAPER_INTERVAL_S", 15.0),
         )
         digitalocean = DigitalOceanSettings(
             api_url=env.url("DO_API_URL", DEFAULT_DO_API_URL),

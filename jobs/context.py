@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from dataclasses import dataclass
 
 from redis.asyncio import Redis
@@ -65,3 +66,4 @@ class WorkerContext(Context, total=False):
     """SAQ's job context plus our dependencies (filled by the worker's startup)."""
 
     deps: Deps
+    reaper: asyncio.Task[None]

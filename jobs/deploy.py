@@ -1,4 +1,9 @@
-"""The deploy job: load the deployment, run the pipeline, record the outcome; keep the job's heartbeat alive."""
+"""The deploy job: claim the deployment's lease, run the pipeline, record the outcome.
+
+While the pipeline runs, a keep-alive task renews the lease and SAQ's heartbeat. If the lease cannot be
+renewed (this worker stalled past its TTL and another worker may have taken over), the pipeline is cancelled
+at once, so two workers never drive one deployment.
+"""
 
 from __future__ import annotations
 
@@ -8,30 +13,66 @@ import logging
 from typing import Any
 
 from jobs.context import WorkerContext
-from jobs.enqueue import HEARTBEAT_S
 from jobs.envstash import read_values
+from jobs.lease import Lease
 from jobs.pipeline import fail, run_pipeline
 from jobs.run import Run
-from models.deployment import Deployment
+from models.deployment import Deployment, DeploymentStatus
 
 logger = logging.getLogger("deployer.jobs")
 
+#: A lease lives this many heartbeats; the keep-alive renews it three times per heartbeat.
+LEASE_HEARTBEATS = 3
 
-async def _heartbeat(job: Any, every: float) -> None:
-    while True:
+
+def deploy_lease(deps_redis: Any, deployment_id: str, heartbeat_s: float) -> Lease:
+    """The lease a deploy job holds on its deployment."""
+    return Lease(deps_redis, f"deploy:{deployment_id}", ttl_s=LEASE_HEARTBEATS * heartbeat_s)
+
+
+async def _keep_alive(job: Any, lease: Lease, every: float, work: asyncio.Task[None], lost: asyncio.Event) -> None:
+    while not work.done():
         await asyncio.sleep(every)
         try:
-            await job.update()
-        except Exception:  # a missed beat is retried; the job itself must go on
-            logger.warning("job heartbeat failed", exc_info=True)
+            renewed = await lease.renew()
+        except Exception:  # Redis blip: try again next beat; the TTL leaves room for a few misses
+            logger.warning("lease renewal failed", exc_info=True)
+            continue
+        if not renewed:
+            logger.error("lease lost: another worker may own this deployment now; stopping")
+            lost.set()
+            work.cancel()
+            return
+        if job is not None:
+            try:
+                await job.update()
+            except Exception:
+                logger.warning("job heartbeat failed", exc_info=True)
+
+
+async def _work(run: Run, job: Any) -> None:
+    deployment = run.deployment
+    if deployment.status == DeploymentStatus.PROCESSING:  # an earlier attempt started and did not finish
+        await run.event(f"Resuming after an interrupted attempt, at {deployment.stage.value}")
+    try:
+        await run_pipeline(run)
+    except Exception:
+        last_attempt = job is None or job.attempts >= job.retries
+        logger.exception(
+            "deploy job crashed", extra={"deployment_id": str(deployment.id), "last_attempt": last_attempt}
+        )
+        if not last_attempt:
+            raise
+        await fail(run, f"internal error during {deployment.stage.value}; see the worker log")
 
 
 async def deploy(ctx: WorkerContext, *, deployment_id: str, env_ref: str | None = None) -> str:
     """Run (or resume) the pipeline of one deployment and return its final status.
 
-    A deployment that is already final is left alone, so a duplicate or late retry does nothing. An unexpected
-    error is re-raised for SAQ to retry the job while attempts remain; on the last attempt it fails the
-    deployment (with cleanup) instead, so no deployment is left PROCESSING.
+    A deployment that is already final is left alone, and so is one whose lease another live worker holds,
+    so a duplicate or late delivery does nothing. An unexpected error is re-raised for SAQ to retry the job
+    while attempts remain; on the last attempt it fails the deployment (with cleanup) instead, so no
+    deployment is left PROCESSING.
     """
     deployment = await Deployment.get_or_none(id=deployment_id)
     if deployment is None:
@@ -40,30 +81,33 @@ async def deploy(ctx: WorkerContext, *, deployment_id: str, env_ref: str | None 
     if deployment.is_terminal:
         return deployment.status.value
     deps = ctx["deps"]
-    stashed = await read_values(deps.redis, env_ref) if env_ref else []
-    if stashed is None:
-        logger.warning(
-            "initial environment expired before the deploy job read it", extra={"deployment_id": deployment_id}
-        )
-    run = Run(deployment=deployment, deps=deps, env=[(str(v["key"]), str(v["value"])) for v in stashed or []])
+    heartbeat_s = deps.config.timings.job_heartbeat_s
+    lease = deploy_lease(deps.redis, deployment_id, heartbeat_s)
+    if not await lease.acquire():
+        logger.info("another worker holds this deployment; leaving it", extra={"deployment_id": deployment_id})
+        return "BUSY"
     job = ctx.get("job")
-    beat = asyncio.create_task(_heartbeat(job, HEARTBEAT_S / 3)) if job is not None else None
+    lost = asyncio.Event()
     try:
-        if job is not None and job.attempts > 1:
-            await run.event(f"Resuming after an interrupted attempt (attempt {job.attempts} of {job.retries})")
+        stashed = await read_values(deps.redis, env_ref) if env_ref else []
+        if stashed is None:
+            logger.warning("initial environment expired before the job read it", extra={"deployment_id": deployment_id})
+        run = Run(deployment=deployment, deps=deps, env=[(str(v["key"]), str(v["value"])) for v in stashed or []])
+        work = asyncio.create_task(_work(run, job))
+        beat = asyncio.create_task(_keep_alive(job, lease, max(0.1, heartbeat_s / 3), work, lost))
         try:
-            await run_pipeline(run)
-        except Exception:
-            last_attempt = job is None or job.attempts >= job.retries
-            logger.exception("deploy job crashed", extra={"deployment_id": deployment_id, "last_attempt": last_attempt})
-            if not last_attempt:
+            await work
+        except asyncio.CancelledError:
+            if not lost.is_set():
                 raise
-            await fail(run, f"internal error during {deployment.stage.value}; see the worker log")
-    finally:
-        if env_ref and deployment.is_terminal:
-            await deps.redis.delete(env_ref)
-        if beat is not None:
+            return "LEASE_LOST"
+        finally:
             beat.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await beat
+    finally:
+        if not lost.is_set():
+            await lease.release()
+        if env_ref and deployment.is_terminal:
+            await deps.redis.delete(env_ref)
     return deployment.status.value

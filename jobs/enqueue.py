@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import math
+import time
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -20,13 +21,11 @@ from saq import Job, Queue
 from saq.job import TERMINAL_STATUSES, Status
 from saq.queue.redis import RedisQueue
 
-from jobs.envstash import discard_values, stash_values
+from jobs.envstash import deploy_env_ref, discard_values, stash_values
 from settings import Timings
 
 DEPLOY_FUNCTION = "deploy"
 ENV_FUNCTION = "apply_env_change"
-#: How long a job may go without a heartbeat before the sweeper considers its worker dead.
-HEARTBEAT_S = 30
 #: Attempts of one deploy job (the first run plus retries after a worker died or a bug).
 DEPLOY_ATTEMPTS = 3
 #: How long a finished env job (keys and outcome only) stays in Redis.
@@ -48,7 +47,7 @@ def deploy_job_options(timings: Timings) -> JobOptions:
     """Options for a deploy job: long enough for every deadline, retried after a crash."""
     return JobOptions(
         timeout=math.ceil(timings.pipeline_budget_s),
-        heartbeat=HEARTBEAT_S,
+        heartbeat=max(1, math.ceil(timings.job_heartbeat_s)),
         retries=DEPLOY_ATTEMPTS,
         retry_delay=1.0,
         retry_backoff=30.0,
@@ -88,9 +87,28 @@ async def enqueue_deploy(
             cast("RedisQueue", queue).redis,
             [{"key": key, "value": value} for key, value in env],
             ttl_s=options.timeout * (options.retries + 1) + 3600,
-        )
-        if env
-        else None,
+            ref=deploy_env_ref(deployment_id),
+        ),
+    )
+
+
+async def requeue_deploy(queue: Queue, deployment_id: uuid.UUID | str, timings: Timings) -> Job | None:
+    """Enqueue a fresh job for a deployment whose job was lost (the reaper's way back into the pipeline).
+
+    The original job may still sit in SAQ's bookkeeping under its key, so this one gets a new key; the
+    deployment's lease keeps the two from ever running at once.
+    """
+    options = deploy_job_options(timings)
+    return await queue.enqueue(
+        DEPLOY_FUNCTION,
+        key=f"{deploy_job_key(deployment_id)}:requeued:{time.time_ns()}",
+        timeout=options.timeout,
+        heartbeat=options.heartbeat,
+        retries=options.retries,
+        retry_delay=options.retry_delay,
+        retry_backoff=options.retry_backoff,
+        deployment_id=str(deployment_id),
+        env_ref=deploy_env_ref(deployment_id),
     )
 
 

@@ -20,9 +20,18 @@ from redis.asyncio import Redis
 STASH_PREFIX = "deployer:env-values:"
 
 
-async def stash_values(redis: Redis, variables: Sequence[dict[str, Any]], *, ttl_s: int) -> str:
-    """Store the variables (keys, values, flags; may be empty) for `ttl_s` seconds; returns the reference."""
-    ref = f"{STASH_PREFIX}{secrets.token_hex(16)}"
+def deploy_env_ref(deployment_id: object) -> str:
+    """The fixed stash key of a deployment's initial environment, so a re-queued job can find it again."""
+    return f"{STASH_PREFIX}deploy:{deployment_id}"
+
+
+async def stash_values(redis: Redis, variables: Sequence[dict[str, Any]], *, ttl_s: int, ref: str | None = None) -> str:
+    """Store the variables (keys, values, flags; may be empty) for `ttl_s` seconds; returns the reference.
+
+    Args:
+        ref: a fixed reference (see `deploy_env_ref`); a random one by default.
+    """
+    ref = ref or f"{STASH_PREFIX}{secrets.token_hex(16)}"
     await redis.set(ref, json.dumps(list(variables)), ex=ttl_s)
     return ref
 

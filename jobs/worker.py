@@ -6,6 +6,8 @@ until cancelled. Several workers on several machines may share one Redis and one
 
 from __future__ import annotations
 
+import asyncio
+import math
 import os
 from typing import Any
 
@@ -20,12 +22,11 @@ from jobs.context import Deps, PipelineConfig, WorkerContext
 from jobs.deploy import deploy
 from jobs.envjob import apply_env_change
 from jobs.logcontext import bind_job, unbind_job
+from jobs.reaper import run_reaper, stop_reaper
 from models.db import close_db, init_db
 from models.slot import ensure_slots
 from settings import Settings
 
-#: Sweep for jobs whose worker died (expired heartbeat) every few seconds instead of SAQ's 60.
-SWEEP_INTERVAL_S = 5
 #: Redis connections beyond one per concurrency slot (sweep, schedule, stats, heartbeats, aborts).
 UPKEEP_CONNECTIONS = 32
 
@@ -58,8 +59,10 @@ def worker_settings(settings: Settings, *, transport: httpx.AsyncBaseTransport |
             redis=Redis.from_url(settings.redis_url),
             config=PipelineConfig.from_settings(settings),
         )
+        ctx["reaper"] = asyncio.create_task(run_reaper(ctx["deps"], queue, ctx["deps"].redis), name="reaper")
 
     async def shutdown(ctx: WorkerContext) -> None:
+        await stop_reaper(ctx.get("reaper"))
         deps = ctx.get("deps")
         if deps is not None:
             await deps.digitalocean.aclose()
@@ -75,7 +78,8 @@ def worker_settings(settings: Settings, *, transport: httpx.AsyncBaseTransport |
         "shutdown": shutdown,
         "before_process": bind_job,
         "after_process": unbind_job,
-        "timers": {"sweep": SWEEP_INTERVAL_S},
+        # Sweep for jobs whose worker died (expired heartbeat) every few seconds instead of SAQ's 60.
+        "timers": {"sweep": max(1, math.ceil(settings.timings.worker_sweep_s))},
         "shutdown_grace_period_s": 10,
     }
 

@@ -94,6 +94,9 @@ def fast_timings(**overrides: float) -> Timings:
         "server_timeout_s": 5.0,
         "build_poll_interval_s": FAST,
         "build_timeout_s": 5.0,
+        "job_heartbeat_s": 0.3,
+        "worker_sweep_s": 1.0,
+        "reaper_interval_s": 0.5,
     }
     values.update(overrides)
     return Timings(**values)
