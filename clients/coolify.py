@@ -13,13 +13,10 @@ import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
-from types import TracebackType
-from typing import Any, Self
-
-import httpx
+from typing import Any
 
 from clients.errors import APIStatusError, ConflictError, NotFoundError
-from clients.http import ApiHTTP, JSONObject, RetryPolicy, Sleep, path_segment
+from clients.http import APIClient, JSONObject, path_segment
 
 __all__ = [
     "ACTIVE_DEPLOYMENT_STATUSES",
@@ -223,8 +220,12 @@ class EnvVarSpec:
             raise ValueError(f"invalid env key {self.key!r}: expected {ENV_KEY_PATTERN.pattern}, max 255 chars")
 
     def to_body(self) -> JSONObject:
-        """The JSON object for create, PATCH and bulk PATCH, with the full flag set."""
-        return {
+        """The JSON object for create, PATCH and bulk PATCH, with the full flag set.
+
+        `comment` is sent only when set: Coolify keeps the stored comment when the field is absent, and a
+        `null` would erase a comment someone wrote in Coolify's UI.
+        """
+        body: JSONObject = {
             "key": self.key,
             "value": self.value,
             "is_preview": self.is_preview,
@@ -233,8 +234,10 @@ class EnvVarSpec:
             "is_shown_once": self.is_shown_once,
             "is_runtime": self.is_runtime,
             "is_buildtime": self.is_buildtime,
-            "comment": self.comment,
         }
+        if self.comment is not None:
+            body["comment"] = self.comment
+        return body
 
 
 @dataclass(frozen=True)
@@ -290,7 +293,7 @@ def _optional(payload: JSONObject, **values: object) -> JSONObject:
     return payload
 
 
-class CoolifyClient:
+class CoolifyClient(APIClient):
     """Async client for the Coolify v4 API.
 
     ``api_url`` is the instance URL (``https://coolify.example.com``, or the sandbox's
@@ -299,46 +302,9 @@ class CoolifyClient:
     retries.
     """
 
-    def __init__(
-        self,
-        *,
-        api_url: str,
-        token: str,
-        transport: httpx.AsyncBaseTransport | None = None,
-        http_client: httpx.AsyncClient | None = None,
-        timeout: httpx.Timeout | None = None,
-        retry: RetryPolicy | None = None,
-        sleep: Sleep | None = None,
-    ) -> None:
-        self._http = ApiHTTP(
-            api=API,
-            base_url=api_url.rstrip("/") + "/api/v1",
-            token=token,
-            logger=logger,
-            transport=transport,
-            http_client=http_client,
-            timeout=timeout,
-            retry=retry,
-            sleep=sleep,
-        )
-
-    def __repr__(self) -> str:
-        return f"CoolifyClient(base_url={self._http.base_url!r})"
-
-    async def __aenter__(self) -> Self:
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.aclose()
-
-    async def aclose(self) -> None:
-        """Close the HTTP client if this client created it."""
-        await self._http.aclose()
+    API = API
+    VERSION_PATH = "/api/v1"
+    LOG = logger
 
     def _list(self, body: Any, method: str, path: str) -> list[Any]:
         if not isinstance(body, list):

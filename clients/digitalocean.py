@@ -13,13 +13,12 @@ import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
 from enum import StrEnum
-from types import TracebackType
-from typing import Any, Self
+from typing import Any
 
 import httpx
 
 from clients.errors import ConflictError, NotFoundError
-from clients.http import ApiHTTP, JSONObject, RetryPolicy, Sleep, path_segment
+from clients.http import APIClient, JSONObject, path_segment
 
 __all__ = [
     "ACTIVE_DROPLET_STATUSES",
@@ -157,7 +156,7 @@ def _field(body: Any, key: str) -> Any:
     return body.get(key) if isinstance(body, dict) else None
 
 
-class DigitalOceanClient:
+class DigitalOceanClient(APIClient):
     """Async client for the DigitalOcean v2 API.
 
     ``api_url`` is the API root without the version (``https://api.digitalocean.com``, or the sandbox's
@@ -166,46 +165,9 @@ class DigitalOceanClient:
     ``sleep`` replaces the wait between retries.
     """
 
-    def __init__(
-        self,
-        *,
-        api_url: str,
-        token: str,
-        transport: httpx.AsyncBaseTransport | None = None,
-        http_client: httpx.AsyncClient | None = None,
-        timeout: httpx.Timeout | None = None,
-        retry: RetryPolicy | None = None,
-        sleep: Sleep | None = None,
-    ) -> None:
-        self._http = ApiHTTP(
-            api=API,
-            base_url=api_url.rstrip("/") + "/v2",
-            token=token,
-            logger=logger,
-            transport=transport,
-            http_client=http_client,
-            timeout=timeout,
-            retry=retry,
-            sleep=sleep,
-        )
-
-    def __repr__(self) -> str:
-        return f"DigitalOceanClient(base_url={self._http.base_url!r})"
-
-    async def __aenter__(self) -> Self:
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.aclose()
-
-    async def aclose(self) -> None:
-        """Close the HTTP client if this client created it."""
-        await self._http.aclose()
+    API = API
+    VERSION_PATH = "/v2"
+    LOG = logger
 
     async def get_account(self) -> Account:
         """``GET /v2/account``: droplet limit and account status."""

@@ -26,7 +26,8 @@ import time
 import urllib.parse
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from types import TracebackType
+from typing import Any, ClassVar, Self, TypeVar
 
 import httpx
 
@@ -402,3 +403,55 @@ def _query_value(value: str | int | bool) -> str:
 def _describe_exc(exc: httpx.HTTPError) -> str:
     text = str(exc)
     return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+
+
+class APIClient:
+    """What both cloud clients share: one `ApiHTTP` under a versioned base URL, and `async with` support.
+
+    Subclasses set `API` (the name in errors and logs), `VERSION_PATH` (appended to the base URL) and `LOG`.
+    """
+
+    API: ClassVar[str]
+    VERSION_PATH: ClassVar[str]
+    LOG: ClassVar[logging.Logger]
+
+    def __init__(
+        self,
+        *,
+        api_url: str,
+        token: str,
+        transport: httpx.AsyncBaseTransport | None = None,
+        http_client: httpx.AsyncClient | None = None,
+        timeout: httpx.Timeout | None = None,
+        retry: RetryPolicy | None = None,
+        sleep: Sleep | None = None,
+    ) -> None:
+        self._http = ApiHTTP(
+            api=self.API,
+            base_url=api_url.rstrip("/") + self.VERSION_PATH,
+            token=token,
+            logger=self.LOG,
+            transport=transport,
+            http_client=http_client,
+            timeout=timeout,
+            retry=retry,
+            sleep=sleep,
+        )
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(base_url={self._http.base_url!r})"
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.aclose()
+
+    async def aclose(self) -> None:
+        """Close the HTTP client if this client created it."""
+        await self._http.aclose()

@@ -19,41 +19,13 @@ from jobs.progress import ProgressEvent, stored_events
 from models import deployment as db
 from models.slot import SlotUsage
 
-
-@strawberry.enum(description="Where a deployment is in its life.")
-class DeploymentStatus(enum.Enum):
-    """Mirrors `models.DeploymentStatus`."""
-
-    QUEUED = "QUEUED"
-    PROCESSING = "PROCESSING"
-    COMPLETED = "COMPLETED"
-    FAILED = "FAILED"
-
-    @classmethod
-    def from_model(cls, status: db.DeploymentStatus | str) -> DeploymentStatus:
-        """Convert the stored status."""
-        return cls(db.DeploymentStatus(status).value)
-
-
-@strawberry.enum(description="The pipeline step a deployment is in (or failed in), in pipeline order.")
-class DeploymentStage(enum.Enum):
-    """Mirrors `models.DeploymentStage`."""
-
-    QUEUED = "QUEUED"
-    CREATE_DROPLET = "CREATE_DROPLET"
-    WAIT_DROPLET = "WAIT_DROPLET"
-    REGISTER_SERVER = "REGISTER_SERVER"
-    VALIDATE_SERVER = "VALIDATE_SERVER"
-    CREATE_APPLICATION = "CREATE_APPLICATION"
-    START_DEPLOYMENT = "START_DEPLOYMENT"
-    WAIT_BUILD = "WAIT_BUILD"
-    CLEANUP = "CLEANUP"
-    DONE = "DONE"
-
-    @classmethod
-    def from_model(cls, stage: db.DeploymentStage | str) -> DeploymentStage:
-        """Convert the stored stage."""
-        return cls(db.DeploymentStage(stage).value)
+#: The models' enums, exposed as they are: one definition, so the API can never drift from the database.
+strawberry.enum(db.DeploymentStatus, description="Where a deployment is in its life.")
+strawberry.enum(
+    db.DeploymentStage, description="The pipeline step a deployment is in (or failed in), in pipeline order."
+)
+DeploymentStatus = db.DeploymentStatus
+DeploymentStage = db.DeploymentStage
 
 
 @strawberry.enum(description="How Coolify builds a git source.")
@@ -93,8 +65,8 @@ class DeploymentEvent:
         return cls(
             sequence=event.sequence,
             deployment_id=strawberry.ID(event.deployment_id),
-            status=DeploymentStatus.from_model(event.status),
-            stage=DeploymentStage.from_model(event.stage),
+            status=DeploymentStatus(event.status),
+            stage=DeploymentStage(event.stage),
             message=event.message,
             attempt=event.attempt,
             at=event.at,
@@ -193,9 +165,9 @@ class Deployment:
         domains = _domains(row.application_domains) or _str_list(spec.get("domains"))
         return cls(
             id=strawberry.ID(str(row.id)),
-            status=DeploymentStatus.from_model(row.status),
-            stage=DeploymentStage.from_model(row.stage),
-            failed_stage=DeploymentStage.from_model(row.failed_stage) if row.failed_stage else None,
+            status=DeploymentStatus(row.status),
+            stage=DeploymentStage(row.stage),
+            failed_stage=DeploymentStage(row.failed_stage) if row.failed_stage else None,
             error=row.error,
             droplet_id=strawberry.ID(str(row.droplet_id)) if row.droplet_id is not None else None,
             droplet_name=row.droplet_name,

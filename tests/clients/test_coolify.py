@@ -46,7 +46,6 @@ FULL_FLAGS = {
     "is_shown_once": False,
     "is_runtime": True,
     "is_buildtime": True,
-    "comment": None,
 }
 
 
