@@ -1,5 +1,5 @@
-"""Mutations: `deploy` (validate, reserve a droplet slot, write the row and the first event, enqueue, return)
-and the env mutations of `graphql_api.env`.
+"""Mutations: `deploy` (validate, reserve a droplet slot, write the row and the first event, enqueue, return),
+`cancelDeployment` and `destroyDeployment` (`graphql_api.lifecycle`) and the env mutations (`graphql_api.env`).
 
 `deploy` never leaks a slot: once a slot is reserved, any failure (including cancellation) releases it and
 deletes the half-written deployment before the error propagates.
@@ -25,6 +25,7 @@ from graphql_api.inputs import (
     resolve_deploy_input,
     validate_deploy_input,
 )
+from graphql_api.lifecycle import cancel_deployment, destroy_deployment
 from graphql_api.types import Deployment
 from jobs.enqueue import enqueue_deploy
 from jobs.progress import record
@@ -109,6 +110,22 @@ class Mutation:
         resolver=deploy,
         permission_classes=[CanDeploy],
         description="Queue a deployment; returns at once with status QUEUED. Every input field is optional.",
+    )
+    cancel_deployment: Deployment = strawberry.mutation(
+        resolver=cancel_deployment,
+        permission_classes=[CanDeploy],
+        description=(
+            "Stop a QUEUED or PROCESSING deployment: the pipeline stops at its next check, deletes the server and"
+            " droplet it created, frees the slot and ends CANCELLED (at once when it had not started)."
+        ),
+    )
+    destroy_deployment: Deployment = strawberry.mutation(
+        resolver=destroy_deployment,
+        permission_classes=[CanDeploy],
+        description=(
+            "Delete a deployment's Coolify server and droplet, confirm both are gone and free its droplet slot:"
+            " DESTROYING, then DESTROYED. A deployment still in flight is cancelled instead."
+        ),
     )
     set_env: EnvUpdate = strawberry.mutation(
         resolver=set_env,

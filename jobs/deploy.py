@@ -1,8 +1,8 @@
-"""The deploy job: claim the deployment's lease, run the pipeline, record the outcome.
+"""The deploy and destroy jobs: claim the deployment's lease, do the work, record the outcome.
 
-While the pipeline runs, a keep-alive task renews the lease and SAQ's heartbeat. If the lease cannot be
-renewed (this worker stalled past its TTL and another worker may have taken over), the pipeline is cancelled
-at once, so two workers never drive one deployment.
+While the work runs, a keep-alive task renews the lease and SAQ's heartbeat. If the lease cannot be renewed
+(this worker stalled past its TTL and another worker may have taken over), the work is cancelled at once, so
+two workers never drive one deployment.
 """
 
 from __future__ import annotations
@@ -10,14 +10,17 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from collections.abc import Callable, Coroutine
+from datetime import UTC, datetime
 from typing import Any
 
-from jobs.context import WorkerContext
+from jobs.context import Deps, WorkerContext
 from jobs.envstash import read_values
 from jobs.lease import Lease
-from jobs.pipeline import fail, run_pipeline
+from jobs.pipeline import cleanup, fail, run_pipeline
 from jobs.run import Run
-from models.deployment import Deployment, DeploymentStatus
+from models.deployment import Deployment, DeploymentStage, DeploymentStatus
+from models.slot import release_slot
 
 logger = logging.getLogger("deployer.jobs")
 
@@ -25,9 +28,9 @@ logger = logging.getLogger("deployer.jobs")
 LEASE_HEARTBEATS = 3
 
 
-def deploy_lease(deps_redis: Any, deployment_id: str, heartbeat_s: float) -> Lease:
-    """The lease a deploy job holds on its deployment."""
-    return Lease(deps_redis, f"deploy:{deployment_id}", ttl_s=LEASE_HEARTBEATS * heartbeat_s)
+def deploy_lease(redis: Any, deployment_id: str, heartbeat_s: float) -> Lease:
+    """The lease a deploy or destroy job holds on its deployment."""
+    return Lease(redis, f"deploy:{deployment_id}", ttl_s=LEASE_HEARTBEATS * heartbeat_s)
 
 
 async def _keep_alive(job: Any, lease: Lease, every: float, work: asyncio.Task[None], lost: asyncio.Event) -> None:
@@ -50,53 +53,21 @@ async def _keep_alive(job: Any, lease: Lease, every: float, work: asyncio.Task[N
                 logger.warning("job heartbeat failed", exc_info=True)
 
 
-async def _work(run: Run, job: Any) -> None:
-    deployment = run.deployment
-    if deployment.status == DeploymentStatus.PROCESSING:  # an earlier attempt started and did not finish
-        await run.event(f"Resuming after an interrupted attempt, at {deployment.stage.value}")
-    try:
-        await run_pipeline(run)
-    except Exception:
-        last_attempt = job is None or job.attempts >= job.retries
-        logger.exception(
-            "deploy job crashed", extra={"deployment_id": str(deployment.id), "last_attempt": last_attempt}
-        )
-        if not last_attempt:
-            raise
-        await fail(run, f"internal error during {deployment.stage.value}; see the worker log")
-
-
-async def deploy(ctx: WorkerContext, *, deployment_id: str, env_ref: str | None = None) -> str:
-    """Run (or resume) the pipeline of one deployment and return its final status.
-
-    A deployment that is already final is left alone, and so is one whose lease another live worker holds,
-    so a duplicate or late delivery does nothing. An unexpected error is re-raised for SAQ to retry the job
-    while attempts remain; on the last attempt it fails the deployment (with cleanup) instead, so no
-    deployment is left PROCESSING.
-    """
-    deployment = await Deployment.get_or_none(id=deployment_id)
-    if deployment is None:
-        logger.warning("deploy job for an unknown deployment", extra={"deployment_id": deployment_id})
-        return "MISSING"
-    if deployment.is_terminal:
-        return deployment.status.value
-    deps = ctx["deps"]
+async def _leased(
+    deps: Deps, job: Any, deployment: Deployment, work: Callable[[], Coroutine[Any, Any, None]]
+) -> str | None:
+    """Run `work` holding the deployment's lease; returns BUSY or LEASE_LOST when it did not run to the end."""
     heartbeat_s = deps.config.timings.job_heartbeat_s
-    lease = deploy_lease(deps.redis, deployment_id, heartbeat_s)
+    lease = deploy_lease(deps.redis, str(deployment.id), heartbeat_s)
     if not await lease.acquire():
-        logger.info("another worker holds this deployment; leaving it", extra={"deployment_id": deployment_id})
+        logger.info("another worker holds this deployment; leaving it", extra={"deployment_id": str(deployment.id)})
         return "BUSY"
-    job = ctx.get("job")
     lost = asyncio.Event()
     try:
-        stashed = await read_values(deps.redis, env_ref) if env_ref else []
-        if stashed is None:
-            logger.warning("initial environment expired before the job read it", extra={"deployment_id": deployment_id})
-        run = Run(deployment=deployment, deps=deps, env=[(str(v["key"]), str(v["value"])) for v in stashed or []])
-        work = asyncio.create_task(_work(run, job))
-        beat = asyncio.create_task(_keep_alive(job, lease, max(0.1, heartbeat_s / 3), work, lost))
+        task = asyncio.create_task(work())
+        beat = asyncio.create_task(_keep_alive(job, lease, max(0.1, heartbeat_s / 3), task, lost))
         try:
-            await work
+            await task
         except asyncio.CancelledError:
             if not lost.is_set():
                 raise
@@ -108,6 +79,81 @@ async def deploy(ctx: WorkerContext, *, deployment_id: str, env_ref: str | None 
     finally:
         if not lost.is_set():
             await lease.release()
-        if env_ref and deployment.is_terminal:
-            await deps.redis.delete(env_ref)
-    return deployment.status.value
+    return None
+
+
+async def deploy(ctx: WorkerContext, *, deployment_id: str, env_ref: str | None = None) -> str:
+    """Run (or resume) the pipeline of one deployment and return its final status.
+
+    A deployment that is no longer QUEUED or PROCESSING is left alone, and so is one whose lease another live
+    worker holds, so a duplicate or late delivery does nothing. An unexpected error is re-raised for SAQ to
+    retry the job while attempts remain; on the last attempt it fails the deployment (with cleanup) instead,
+    so no deployment is left PROCESSING.
+    """
+    deployment = await Deployment.get_or_none(id=deployment_id)
+    if deployment is None:
+        logger.warning("deploy job for an unknown deployment", extra={"deployment_id": deployment_id})
+        return "MISSING"
+    if deployment.status not in (DeploymentStatus.QUEUED, DeploymentStatus.PROCESSING):
+        return str(deployment.status.value)
+    deps = ctx["deps"]
+    job = ctx.get("job")
+
+    async def work() -> None:
+        await deployment.refresh_from_db()  # the lease is ours: read what the last holder stored
+        if deployment.status not in (DeploymentStatus.QUEUED, DeploymentStatus.PROCESSING):
+            return
+        stashed = await read_values(deps.redis, env_ref) if env_ref else []
+        if stashed is None:
+            logger.warning("initial environment expired before the job read it", extra={"deployment_id": deployment_id})
+        run = Run(deployment=deployment, deps=deps, env=[(str(v["key"]), str(v["value"])) for v in stashed or []])
+        if deployment.status == DeploymentStatus.PROCESSING:  # an earlier attempt started and did not finish
+            await run.event(f"Resuming after an interrupted attempt, at {deployment.stage.value}")
+        try:
+            await run_pipeline(run)
+        except Exception:
+            last_attempt = job is None or job.attempts >= job.retries
+            logger.exception("deploy job crashed", extra={"deployment_id": deployment_id, "last_attempt": last_attempt})
+            if not last_attempt:
+                raise
+            await fail(run, f"internal error during {deployment.stage.value}; see the worker log")
+
+    outcome = await _leased(deps, job, deployment, work)
+    if env_ref and deployment.is_terminal:
+        await deps.redis.delete(env_ref)
+    return outcome or deployment.status.value
+
+
+async def destroy(ctx: WorkerContext, *, deployment_id: str) -> str:
+    """Delete a deployment's Coolify server and droplet, confirm both are gone, free its slot: DESTROYED.
+
+    If something cannot be confirmed deleted the deployment stays DESTROYING, and the reaper re-queues it.
+    """
+    deployment = await Deployment.get_or_none(id=deployment_id)
+    if deployment is None:
+        return "MISSING"
+    if deployment.status != DeploymentStatus.DESTROYING:
+        return str(deployment.status.value)
+    deps = ctx["deps"]
+
+    async def work() -> None:
+        await deployment.refresh_from_db()
+        if deployment.status != DeploymentStatus.DESTROYING:
+            return
+        run = Run(deployment=deployment, deps=deps, checks_cancel=False)
+        await run.event("Deleting the Coolify server and the droplet", stage=DeploymentStage.CLEANUP)
+        problems = await cleanup(run)
+        if problems:
+            await run.event(f"Destroy incomplete, to be retried: {'; '.join(problems)}")
+            return
+        await release_slot(deployment.id)
+        await run.event(
+            "Deployment destroyed: its server and droplet are deleted and the droplet slot is free",
+            status=DeploymentStatus.DESTROYED,
+            stage=DeploymentStage.DONE,
+            resources_released=True,
+            finished_at=datetime.now(UTC),
+        )
+
+    outcome = await _leased(deps, ctx.get("job"), deployment, work)
+    return outcome or deployment.status.value

@@ -25,6 +25,7 @@ from jobs.envstash import deploy_env_ref, discard_values, stash_values
 from settings import Timings
 
 DEPLOY_FUNCTION = "deploy"
+DESTROY_FUNCTION = "destroy"
 ENV_FUNCTION = "apply_env_change"
 #: Attempts of one deploy job (the first run plus retries after a worker died or a bug).
 DEPLOY_ATTEMPTS = 3
@@ -109,6 +110,21 @@ async def requeue_deploy(queue: Queue, deployment_id: uuid.UUID | str, timings: 
         retry_backoff=options.retry_backoff,
         deployment_id=str(deployment_id),
         env_ref=deploy_env_ref(deployment_id),
+    )
+
+
+async def enqueue_destroy(queue: Queue, deployment_id: uuid.UUID | str, timings: Timings) -> Job | None:
+    """Enqueue the job that deletes a deployment's server and droplet (each call gets its own key)."""
+    options = deploy_job_options(timings)
+    return await queue.enqueue(
+        DESTROY_FUNCTION,
+        key=f"destroy:{deployment_id}:{time.time_ns()}",
+        timeout=options.timeout,
+        heartbeat=options.heartbeat,
+        retries=options.retries,
+        retry_delay=options.retry_delay,
+        retry_backoff=options.retry_backoff,
+        deployment_id=str(deployment_id),
     )
 
 

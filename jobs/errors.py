@@ -12,3 +12,7 @@ class StepFailedError(Exception):
 
 class StepTimeoutError(StepFailedError):
     """A bounded poll ran past its deadline."""
+
+
+class CancelledByUserError(StepFailedError):
+    """Someone asked to cancel the deployment; the pipeline stops and cleans up."""

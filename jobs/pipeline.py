@@ -15,7 +15,7 @@ from datetime import UTC, datetime
 
 from clients.errors import CloudAPIError, NotFoundError
 from jobs import steps
-from jobs.errors import StepFailedError
+from jobs.errors import CancelledByUserError, StepFailedError
 from jobs.run import TRANSIENT_ERRORS, Run
 from models.deployment import DeploymentStage, DeploymentStatus
 from models.slot import release_slot
@@ -45,7 +45,11 @@ async def run_pipeline(run: Run) -> None:
     """
     try:
         for step in STEPS:
+            await run.check_cancel()
             await _run_step(run, step)
+    except CancelledByUserError as exc:
+        await fail(run, str(exc), status=DeploymentStatus.CANCELLED)
+        return
     except StepFailedError as exc:
         await fail(run, str(exc))
         return
@@ -72,14 +76,16 @@ async def _run_step(run: Run, step: Step) -> None:
             await run.sleep(min(30.0, run.deps.config.step_retry_delay_s * 2 ** (attempt - 1)))
 
 
-async def fail(run: Run, reason: str) -> None:
-    """Record why the deployment failed, delete what it created, free the slot, end FAILED."""
+async def fail(run: Run, reason: str, *, status: DeploymentStatus = DeploymentStatus.FAILED) -> None:
+    """Record why the deployment stopped, delete what it created, free the slot, end FAILED (or CANCELLED)."""
     deployment = run.deployment
-    failed_stage = deployment.stage
+    run.checks_cancel = False
+    stopped_stage = deployment.stage
+    cancelled = status == DeploymentStatus.CANCELLED
     await run.event(
-        f"Failed during {failed_stage.value}: {reason}",
+        f"{'Cancelled' if cancelled else 'Failed'} during {stopped_stage.value}: {reason}",
         stage=DeploymentStage.CLEANUP,
-        failed_stage=failed_stage,
+        failed_stage=stopped_stage,
         error=reason,
     )
     problems = await cleanup(run)
@@ -87,11 +93,12 @@ async def fail(run: Run, reason: str) -> None:
     if released:
         await release_slot(deployment.id)
     error = reason if released else f"{reason}; cleanup incomplete: {'; '.join(problems)}"
+    outcome = "cancelled" if cancelled else "failed"
     await run.event(
-        "Deployment failed; everything it created was deleted"
+        f"Deployment {outcome}; everything it created was deleted"
         if released
-        else "Deployment failed; cleanup incomplete, the droplet slot stays held",
-        status=DeploymentStatus.FAILED,
+        else f"Deployment {outcome}; cleanup incomplete, the droplet slot stays held until the reaper finishes it",
+        status=status,
         stage=DeploymentStage.DONE,
         error=error,
         resources_released=released,

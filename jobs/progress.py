@@ -176,6 +176,10 @@ async def stored_events(deployment_id: uuid.UUID | str, *, after: int = 0) -> li
 _RESYNC = object()
 
 
+async def _is_terminal(deployment_id: uuid.UUID | str) -> bool:
+    return await Deployment.filter(id=deployment_id, status__in=list(TERMINAL_STATUSES)).exists()
+
+
 class ProgressHub:
     """One pattern subscription per process, fanned out to every local listener.
 
@@ -269,31 +273,31 @@ class ProgressHub:
         self._queues.setdefault(name, set()).add(queue)  # subscribe before replaying
         last = after_sequence
         try:
-            for event in await stored_events(deployment_id, after=last):
-                yield event
-                last = event.sequence
-                if event.final:
-                    return
-            if await Deployment.filter(id=deployment_id, status__in=list(TERMINAL_STATUSES)).exists():
-                return  # already final and the caller asked only for events after the final one
+            catch_up = True  # replay first; later, after a gap, a reconnect or a quiet spell
             while True:
+                if catch_up:
+                    events = await stored_events(deployment_id, after=last)
+                    for index, event in enumerate(events):
+                        yield event
+                        last = event.sequence
+                        # A final event ends the stream unless more followed it (a destroy after COMPLETED).
+                        if event.final and index == len(events) - 1:
+                            return
+                    if not events and await _is_terminal(deployment_id):
+                        return  # the caller asked only for events after the final one
+                    catch_up = False
                 try:
                     item = await asyncio.wait_for(queue.get(), timeout=self._resync_after_s)
                 except TimeoutError:
-                    item = _RESYNC
+                    catch_up = True
+                    continue
                 if isinstance(item, ProgressEvent) and item.sequence == last + 1:
-                    events = [item]
-                elif isinstance(item, ProgressEvent) and item.sequence <= last:
-                    continue  # duplicate of a replayed or already streamed event
-                else:  # a gap, a reconnect or a quiet spell: the database knows what we missed
-                    events = await stored_events(deployment_id, after=last)
-                for event in events:
-                    if event.sequence <= last:
-                        continue
-                    yield event
-                    last = event.sequence
-                    if event.final:
+                    yield item
+                    last = item.sequence
+                    if item.final:
                         return
+                elif not (isinstance(item, ProgressEvent) and item.sequence <= last):
+                    catch_up = True  # a gap or a reconnect: the database knows what we missed
         finally:
             queues = self._queues.get(name)
             if queues is not None:

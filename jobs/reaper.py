@@ -2,10 +2,10 @@
 
 One pass (at most one per interval across all workers, by a Redis lock):
 
-1. A deployment still QUEUED or PROCESSING with no progress for `stall_after_s` and no live lease lost its
-   worker (SIGKILL, a lost machine, a job SAQ dropped): it gets a fresh deploy job, which resumes from what
-   the database records.
-2. A FAILED deployment whose droplet was not confirmed deleted gets its cleanup retried; its slot is freed
+1. A deployment still QUEUED, PROCESSING or DESTROYING with no progress for `stall_after_s` and no live lease lost its
+   worker (SIGKILL, a lost machine, a job SAQ dropped): it gets a fresh deploy (or destroy) job, which
+   resumes from what the database records.
+2. A FAILED or CANCELLED deployment whose droplet was not confirmed deleted gets its cleanup retried; its slot is freed
    once the droplet is confirmed gone.
 3. A slot held for a deployment row that never got written (the API died between reserving and inserting)
    is freed after `orphan_slot_after_s`.
@@ -25,7 +25,7 @@ from saq.job import Status
 
 from jobs.context import Deps
 from jobs.deploy import deploy_lease
-from jobs.enqueue import deploy_job_key, requeue_deploy
+from jobs.enqueue import deploy_job_key, enqueue_destroy, requeue_deploy
 from jobs.lease import is_held
 from jobs.pipeline import cleanup
 from jobs.run import Run
@@ -59,7 +59,8 @@ async def reap_once(deps: Deps, queue: Queue, *, now: datetime | None = None) ->
     now = now or datetime.now(UTC)
     report = ReapReport()
     stalled = await Deployment.filter(
-        status__in=list(ACTIVE_STATUSES), updated_at__lt=now - timedelta(seconds=timings.stall_after_s)
+        status__in=[*ACTIVE_STATUSES, DeploymentStatus.DESTROYING],
+        updated_at__lt=now - timedelta(seconds=timings.stall_after_s),
     )
     for deployment in stalled:
         if await is_held(deps.redis, f"deploy:{deployment.id}"):
@@ -69,10 +70,13 @@ async def reap_once(deps: Deps, queue: Queue, *, now: datetime | None = None) ->
         await Run(deployment=deployment, deps=deps).event(
             f"No progress for over {timings.stall_after_s:g} s and no live worker; re-queued by the reaper"
         )
-        await requeue_deploy(queue, deployment.id, timings)
+        if deployment.status == DeploymentStatus.DESTROYING:
+            await enqueue_destroy(queue, deployment.id, timings)
+        else:
+            await requeue_deploy(queue, deployment.id, timings)
         report.requeued.append(str(deployment.id))
     leftovers = await Deployment.filter(
-        status=DeploymentStatus.FAILED,
+        status__in=[DeploymentStatus.FAILED, DeploymentStatus.CANCELLED],
         resources_released=False,
         updated_at__lt=now - timedelta(seconds=timings.stall_after_s),
     )

@@ -12,7 +12,7 @@ from typing import Any, TypeVar
 from clients.errors import APIConnectionError, RateLimitedError, UpstreamServerError
 from jobs import progress
 from jobs.context import Deps
-from jobs.errors import StepTimeoutError
+from jobs.errors import CancelledByUserError, StepTimeoutError
 from jobs.spec import DeploySpec
 from models.deployment import Deployment, DeploymentStage, DeploymentStatus
 
@@ -32,6 +32,8 @@ class Run:
     env: Sequence[tuple[str, str]] = field(default=(), repr=False)
     sleep: Callable[[float], Awaitable[None]] = asyncio.sleep
     clock: Callable[[], float] = time.monotonic
+    #: False while cleaning up: a cancel must not interrupt the cleanup it caused.
+    checks_cancel: bool = True
 
     def default_name(self) -> str:
         """The generated name (`<prefix>-<deployment id>`) used for the droplet, server and application."""
@@ -40,6 +42,12 @@ class Run:
     def spec(self) -> DeploySpec:
         """What to deploy, from the stored spec with the worker's defaults."""
         return DeploySpec.from_stored(self.deployment.spec, default_name=self.default_name(), config=self.deps.config)
+
+    async def check_cancel(self) -> None:
+        """Raise `CancelledByUserError` when a cancel was requested since the job started."""
+        if await Deployment.filter(id=self.deployment.id, cancel_requested=True).exists():
+            self.deployment.cancel_requested = True
+            raise CancelledByUserError("Cancelled on request")
 
     async def event(
         self,
@@ -82,6 +90,8 @@ class Run:
             if value is not None:
                 return value
             await self.event(f"Waiting for {what}: {last_seen} (attempt {attempt})", attempt=attempt)
+            if self.checks_cancel:
+                await self.check_cancel()
             remaining = deadline - self.clock()
             if remaining <= 0:
                 raise StepTimeoutError(f"Timed out after {timeout:g} s waiting for {what}; last seen: {last_seen}")

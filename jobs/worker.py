@@ -19,7 +19,7 @@ from saq.queue.redis import RedisQueue as Queue
 from clients.coolify import CoolifyClient
 from clients.digitalocean import DigitalOceanClient
 from jobs.context import Deps, PipelineConfig, WorkerContext
-from jobs.deploy import deploy
+from jobs.deploy import deploy, destroy
 from jobs.envjob import apply_env_change
 from jobs.logcontext import bind_job, unbind_job
 from jobs.reaper import run_reaper, stop_reaper
@@ -72,7 +72,7 @@ def worker_settings(settings: Settings, *, transport: httpx.AsyncBaseTransport |
 
     return {
         "queue": queue,
-        "functions": [deploy, apply_env_change],
+        "functions": [deploy, destroy, apply_env_change],
         "concurrency": settings.worker_concurrency,
         "startup": startup,
         "shutdown": shutdown,

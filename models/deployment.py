@@ -16,12 +16,19 @@ class DeploymentStatus(str, enum.Enum):
     PROCESSING = "PROCESSING"
     COMPLETED = "COMPLETED"
     FAILED = "FAILED"
+    CANCELLED = "CANCELLED"
+    DESTROYING = "DESTROYING"
+    DESTROYED = "DESTROYED"
 
 
-#: A deployment in one of these statuses never changes again; its progress stream completes.
-TERMINAL_STATUSES = frozenset({DeploymentStatus.COMPLETED, DeploymentStatus.FAILED})
-#: Statuses whose job is still expected to run.
+#: A deployment in one of these statuses changes only by a destroy; its progress stream completes.
+TERMINAL_STATUSES = frozenset(
+    {DeploymentStatus.COMPLETED, DeploymentStatus.FAILED, DeploymentStatus.CANCELLED, DeploymentStatus.DESTROYED}
+)
+#: Statuses whose deploy job is still expected to run.
 ACTIVE_STATUSES = frozenset({DeploymentStatus.QUEUED, DeploymentStatus.PROCESSING})
+#: Statuses a cancel applies to (the pipeline stops and cleans up).
+CANCELLABLE_STATUSES = ACTIVE_STATUSES
 
 
 class DeploymentStage(str, enum.Enum):
@@ -62,6 +69,8 @@ class Deployment(Model):
     coolify_deployment_uuid = fields.CharField(max_length=64, null=True)
     #: True once the droplet is confirmed deleted (or was never created) and the slot is free.
     resources_released = fields.BooleanField(default=False)
+    #: Set by `cancelDeployment`; the running pipeline stops at its next check and cleans up.
+    cancel_requested = fields.BooleanField(default=False)
     created_at = fields.DatetimeField(auto_now_add=True)
     updated_at = fields.DatetimeField(auto_now=True)
     finished_at = fields.DatetimeField(null=True)

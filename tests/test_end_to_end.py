@@ -111,7 +111,7 @@ def assert_contiguous(events: list[dict[str, Any]], start: int = 1) -> None:
 
 async def test_a_deployment_runs_to_completed_and_streams_every_event(stack: Stack) -> None:
     """deploy → droplet → Coolify server → application → build ends COMPLETED; both websocket protocols see
-    every event once, in order, and the stream completes after the final event."""
+    every event once, in order, and the stream completes after the final event; destroy then deletes it all."""
     deployment_id = await deploy(stack, name="hello", env=[{"key": "API_TOKEN", "value": SECRET}], ports=[8080])
     live, legacy = await asyncio.gather(
         subscribe_transport_ws(stack, deployment_id), subscribe_graphql_ws(stack, deployment_id)
@@ -145,6 +145,17 @@ async def test_a_deployment_runs_to_completed_and_streams_every_event(stack: Sta
 
     replay = await subscribe_transport_ws(stack, deployment_id, after=3)
     assert replay == live[3:]
+
+    body = await gql(stack, "mutation($id: ID!) { destroyDeployment(id: $id) { status } }", {"id": deployment_id})
+    assert body["data"]["destroyDeployment"]["status"] == "DESTROYING"
+    tail = await subscribe_transport_ws(stack, deployment_id, after=len(live))
+    assert_contiguous(tail, start=len(live) + 1)
+    assert tail[-1]["status"] == "DESTROYED"
+    world = await sandbox_state(stack)
+    assert world["droplets"] == []
+    assert world["servers"] == []
+    body = await gql(stack, "{ dropletCount { active available } }")
+    assert body["data"]["dropletCount"] == {"active": 0, "available": 3}
     assert SECRET not in stack.logs()
     assert SECRET not in json.dumps(body)
 

@@ -112,3 +112,15 @@ async def test_many_listeners_share_one_subscription(hub: ProgressHub, redis: Re
     await record(redis, deployment, "done", status=DeploymentStatus.COMPLETED)
     results = await asyncio.wait_for(asyncio.gather(*listeners), 10)
     assert all([e.sequence for e in events] == [1, 2, 3, 4, 5, 6] for events in results)
+
+
+async def test_replay_goes_past_completed_into_a_later_destroy(hub: ProgressHub, redis: Redis) -> None:
+    """A COMPLETED event followed by destroy events does not end the replay; DESTROYED does."""
+    deployment = await Deployment.create()
+    await record(redis, deployment, "done", status=DeploymentStatus.COMPLETED)
+    await record(redis, deployment, "destroying", status=DeploymentStatus.DESTROYING)
+    listener = asyncio.create_task(_collect(hub, deployment))
+    await asyncio.sleep(0.1)
+    await record(redis, deployment, "destroyed", status=DeploymentStatus.DESTROYED)
+    events = await asyncio.wait_for(listener, 5)
+    assert [e.message for e in events] == ["done", "destroying", "destroyed"]
