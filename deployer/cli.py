@@ -1,4 +1,4 @@
-"""The `deployer` command: dev, serve, worker, sandbox, schema.
+"""The `deployer` command: dev, serve, worker, sandbox, schema, and the client commands deploy and follow.
 
 This is the composition root: the only place that reads the environment into `Settings` and wires the
 packages together. An invalid setting stops the program here with a message naming it.
@@ -78,6 +78,27 @@ def _cmd_sandbox(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_deploy(args: argparse.Namespace) -> int:
+    from deployer.follow import main_deploy
+
+    return main_deploy(args)
+
+
+def _cmd_follow(args: argparse.Namespace) -> int:
+    from deployer.follow import main_follow
+
+    return main_follow(args)
+
+
+def _client_options(cmd: argparse.ArgumentParser) -> None:
+    cmd.add_argument(
+        "--url",
+        default=os.environ.get("DEPLOYER_URL", "http://127.0.0.1:8000"),
+        help="the deployer API (default $DEPLOYER_URL or http://127.0.0.1:8000)",
+    )
+    cmd.add_argument("--token", default=os.environ.get("DEPLOYER_TOKEN"), help="API token (default $DEPLOYER_TOKEN)")
+
+
 def _cmd_schema(args: argparse.Namespace) -> int:
     from graphql_api.schema import sdl
 
@@ -99,6 +120,28 @@ def build_parser() -> argparse.ArgumentParser:
         cmd.add_argument("--port", type=int, default=port)
         cmd.set_defaults(func=func)
     sub.add_parser("worker", help="a SAQ worker alone (production)").set_defaults(func=_cmd_worker)
+    deploy = sub.add_parser("deploy", help="start a deployment through the API (and with --wait, follow it)")
+    _client_options(deploy)
+    deploy.add_argument("--name")
+    source = deploy.add_mutually_exclusive_group()
+    source.add_argument("--image", help="a Docker image to run, e.g. nginx:alpine")
+    source.add_argument("--git", help="a public git repository (https URL) for Coolify to build")
+    deploy.add_argument("--branch")
+    deploy.add_argument("--build-pack", choices=["nixpacks", "static", "dockerfile", "dockercompose", "railpack"])
+    deploy.add_argument("--port", type=int, action="append", help="a port the app listens on (repeatable)")
+    deploy.add_argument("--region")
+    deploy.add_argument("--size")
+    deploy.add_argument("--droplet-image", help="the droplet's OS image slug")
+    deploy.add_argument(
+        "--env", action="append", metavar="KEY[=VALUE]", help="an env var; KEY alone reads the value from your env"
+    )
+    deploy.add_argument("--wait", action="store_true", help="follow the deployment; exit 0 if it completes")
+    deploy.set_defaults(func=_cmd_deploy)
+    follow = sub.add_parser("follow", help="stream a deployment's progress; exit 0 completed, 1 failed, 2 error")
+    _client_options(follow)
+    follow.add_argument("id")
+    follow.add_argument("--after", type=int, help="only events after this sequence number")
+    follow.set_defaults(func=_cmd_follow)
     sub.add_parser("schema", help="print the GraphQL SDL").set_defaults(func=_cmd_schema)
     return parser
 
