@@ -141,6 +141,7 @@ class Application:
     status: str | None
     fqdn: str | None
     build_pack: str | None
+    description: str | None = None
 
     @classmethod
     def from_api(cls, data: JSONObject) -> Application:
@@ -151,6 +152,7 @@ class Application:
             status=_opt_str(data.get("status")),
             fqdn=_opt_str(data.get("fqdn")) or None,
             build_pack=_opt_str(data.get("build_pack")),
+            description=_opt_str(data.get("description")),
         )
 
 

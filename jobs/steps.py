@@ -29,6 +29,11 @@ SSH_KEY_NAME = "deployer-coolify"
 _TAGS = re.compile(r"<[^>]+>")
 
 
+def application_marker(run: Run) -> str:
+    """The description deployer gives the Coolify application, which identifies its deployment."""
+    return f"deployer deployment {run.deployment.id}"
+
+
 def deployment_tag(run: Run) -> str:
     """The tag naming one deployment's droplet (tags allow letters, digits, '-', '_' and ':')."""
     return f"deployer-{run.deployment.id}"
@@ -184,9 +189,13 @@ async def create_application(run: Run) -> None:
     spec = run.spec()
     if not deployment.application_uuid:
         await run.event(f"Creating Coolify application {spec.name}", stage=DeploymentStage.CREATE_APPLICATION)
-        adopted = None
-        if spec.name == run.default_name():  # generated names are unique; user names may not be
-            adopted = next((app for app in await coolify.list_applications() if app.name == spec.name), None)
+        # An earlier attempt may have created it before it could store the uuid: the description names the
+        # deployment, so even a user-chosen (not unique) name is adopted only when it is ours.
+        marker = application_marker(run)
+        adopted = next(
+            (app for app in await coolify.list_applications() if app.name == spec.name and app.description == marker),
+            None,
+        )
         if adopted is not None:
             app_uuid, domains = adopted.uuid, adopted.fqdn
         else:
@@ -196,7 +205,7 @@ async def create_application(run: Run) -> None:
                 "server_uuid": str(deployment.server_uuid),
                 "name": spec.name,
                 "ports_exposes": spec.ports,
-                "description": f"deployer deployment {deployment.id}",
+                "description": marker,
                 "domains": spec.domains,
             }
             try:

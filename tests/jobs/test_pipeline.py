@@ -107,3 +107,20 @@ async def test_rate_limits_on_polls_are_waited_out(deps: Deps, world: World) -> 
     world.faults.add_spec("rate_limit=0:4@GET:/v2/droplets/")
     done = await run(deps, await new_deployment())
     assert done.status == DeploymentStatus.COMPLETED, done.error
+
+
+async def test_a_resumed_job_adopts_the_application_it_created(deps: Deps, world: World) -> None:
+    """A retry after a crash between the application POST and storing its uuid adopts that application, even
+    under a user-chosen name that another application also has."""
+    deployment = await new_deployment(name="shop")
+    done = await run(deps, deployment)
+    other = await new_deployment(name="shop")  # same user-chosen name, different deployment
+    await run(deps, other)
+    # Forget the application uuid, as if the worker died right after Coolify created it.
+    await Deployment.filter(id=done.id).update(
+        application_uuid=None, coolify_deployment_uuid=None, status=DeploymentStatus.PROCESSING
+    )
+    again = await run(deps, await Deployment.get(id=done.id))
+    assert again.status == DeploymentStatus.COMPLETED
+    assert again.application_uuid == done.application_uuid
+    assert len(world.snapshot()["applications"]) == 2  # type: ignore[arg-type]
