@@ -7,7 +7,7 @@ import logging
 
 import strawberry
 from graphql import GraphQLError
-from strawberry.extensions import QueryDepthLimiter
+from strawberry.extensions import MaxAliasesLimiter, MaxTokensLimiter, QueryDepthLimiter
 from strawberry.types import ExecutionContext
 
 from graphql_api.errors import DeployerError, ErrorPolicy, is_unexpected, request_error_code
@@ -18,6 +18,10 @@ from graphql_api.subscriptions import Subscription
 logger = logging.getLogger("deployer.graphql")
 #: Deepest selection a client may send (the schema itself nests at most four levels).
 MAX_QUERY_DEPTH = 10
+#: Aliases in one document: enough for a dashboard asking for a few deployments at once, not for amplification.
+MAX_ALIASES = 30
+#: Tokens in one document: a generous operation is a few hundred; this bounds the parser's work.
+MAX_TOKENS = 5000
 
 
 class DeployerSchema(strawberry.Schema):
@@ -50,7 +54,12 @@ schema = DeployerSchema(
     query=Query,
     mutation=Mutation,
     subscription=Subscription,
-    extensions=[functools.partial(QueryDepthLimiter, max_depth=MAX_QUERY_DEPTH), ErrorPolicy],
+    extensions=[
+        functools.partial(MaxTokensLimiter, max_token_count=MAX_TOKENS),
+        functools.partial(MaxAliasesLimiter, max_alias_count=MAX_ALIASES),
+        functools.partial(QueryDepthLimiter, max_depth=MAX_QUERY_DEPTH),
+        ErrorPolicy,
+    ],
 )
 
 

@@ -39,3 +39,17 @@ async def test_expected_errors_are_logged_without_traceback(
     assert records
     assert all(r.levelno < logging.ERROR and not r.exc_info for r in records)
     assert any("NOT_FOUND" in r.getMessage() for r in records)
+
+
+async def test_documents_with_too_many_aliases_or_tokens_are_refused(gql: GraphQLClient) -> None:
+    """Alias amplification and oversized documents are refused before execution, with a 400-class code."""
+    aliases = " ".join(f"a{i}: dropletCount {{ active }}" for i in range(31))
+    _, body = await gql(f"{{ {aliases} }}")
+    assert body["errors"][0]["extensions"]["status"] == 400
+    assert "aliases" in body["errors"][0]["message"]
+    fields = " ".join("active" for _ in range(6000))
+    _, body = await gql(f"{{ dropletCount {{ {fields} }} }}")
+    assert body["errors"][0]["extensions"]["status"] == 400
+    assert "token" in body["errors"][0]["message"].lower()
+    _, body = await gql(" ".join(f"a{i}: dropletCount {{ active }}" for i in range(3)).join("{}"))
+    assert "errors" not in body
