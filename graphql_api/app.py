@@ -16,12 +16,14 @@ from redis.asyncio import Redis
 from saq import Queue
 from starlette.applications import Starlette
 from starlette.requests import Request
-from starlette.responses import JSONResponse
+from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import BaseRoute, Route, WebSocketRoute
 from tortoise import Tortoise
 
-from graphql_api.auth import Authenticator
+from graphql_api.auth import ADMIN, Authenticator, bearer_token
 from graphql_api.context import DeployerGraphQL, Services, ServicesProvider
+from graphql_api.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
+from graphql_api.metrics import render_metrics
 from graphql_api.schema import schema
 from jobs.progress import ProgressHub
 from models.db import close_db, init_db, ping_db
@@ -73,7 +75,8 @@ def create_app(settings: Settings, *, extra_routes: Sequence[BaseRoute] = ()) ->
         extra_routes: mounted after the API's own routes; the composition root mounts the sandbox here.
     """
     provider = ServicesProvider()
-    view = DeployerGraphQL(schema, services=provider, authenticator=Authenticator(settings.api_tokens))
+    authenticator = Authenticator(settings.api_tokens)
+    view = DeployerGraphQL(schema, services=provider, authenticator=authenticator)
 
     async def healthz(request: Request) -> JSONResponse:
         return JSONResponse({"status": "ok"})
@@ -87,6 +90,18 @@ def create_app(settings: Settings, *, extra_routes: Sequence[BaseRoute] = ()) ->
         if reason is not None:
             return JSONResponse({"status": "unavailable", "reason": reason}, status_code=503)
         return JSONResponse({"status": "ready"})
+
+    async def metrics(request: Request) -> Response:
+        try:
+            services = provider()
+        except RuntimeError:
+            return PlainTextResponse("starting or stopping\n", status_code=503)
+        caller = authenticator.authenticate(bearer_token(request.headers.get("authorization")))
+        if caller is None:
+            return PlainTextResponse("unauthenticated\n", status_code=401, headers={"WWW-Authenticate": "Bearer"})
+        if ADMIN not in caller.scopes:
+            return PlainTextResponse("forbidden: the admin scope is needed\n", status_code=403)
+        return Response(await render_metrics(services), media_type=METRICS_CONTENT_TYPE)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
@@ -103,6 +118,7 @@ def create_app(settings: Settings, *, extra_routes: Sequence[BaseRoute] = ()) ->
         WebSocketRoute("/graphql", view),
         Route("/healthz", healthz, methods=["GET"]),
         Route("/readyz", readyz, methods=["GET"]),
+        Route("/metrics", metrics, methods=["GET"]),
         *extra_routes,
     ]
     return Starlette(routes=routes, lifespan=lifespan)
