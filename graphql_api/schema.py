@@ -7,7 +7,9 @@ import logging
 
 import strawberry
 from graphql import GraphQLError
-from strawberry.extensions import MaxAliasesLimiter, MaxTokensLimiter, QueryDepthLimiter
+from strawberry.extensions import AddValidationRules, MaxTokensLimiter, ValidationCache
+from strawberry.extensions.max_aliases import create_validator as create_alias_validator
+from strawberry.extensions.query_depth_limiter import create_validator as create_depth_validator
 from strawberry.types import ExecutionContext
 
 from graphql_api.errors import DeployerError, ErrorPolicy, is_unexpected, request_error_code
@@ -22,6 +24,8 @@ MAX_QUERY_DEPTH = 10
 MAX_ALIASES = 30
 #: Tokens in one document: a generous operation is a few hundred; this bounds the parser's work.
 MAX_TOKENS = 5000
+#: Distinct documents whose validation result is kept (clients send the same few over and over).
+VALIDATION_CACHE_SIZE = 512
 
 
 class DeployerSchema(strawberry.Schema):
@@ -50,14 +54,29 @@ class DeployerSchema(strawberry.Schema):
                 logger.info("GraphQL request rejected: %s", request_error_code(error))
 
 
+#: Built once: strawberry's limiters define a new validation rule class each time they are constructed (for
+#: every request), and the validation cache is keyed by the rule classes, so every request would miss it.
+_QUERY_LIMIT_RULES = (
+    create_alias_validator(MAX_ALIASES),
+    create_depth_validator(MAX_QUERY_DEPTH, None, None),
+)
+
+
+class QueryLimits(AddValidationRules):
+    """The alias and depth limits, as validation rules that are the same classes for every request."""
+
+    def __init__(self) -> None:
+        super().__init__(list(_QUERY_LIMIT_RULES))
+
+
 schema = DeployerSchema(
     query=Query,
     mutation=Mutation,
     subscription=Subscription,
     extensions=[
+        functools.partial(ValidationCache, maxsize=VALIDATION_CACHE_SIZE),
         functools.partial(MaxTokensLimiter, max_token_count=MAX_TOKENS),
-        functools.partial(MaxAliasesLimiter, max_alias_count=MAX_ALIASES),
-        functools.partial(QueryDepthLimiter, max_depth=MAX_QUERY_DEPTH),
+        QueryLimits,
         ErrorPolicy,
     ],
 )
