@@ -60,6 +60,24 @@ def deploy_job_key(deployment_id: uuid.UUID | str) -> str:
     return f"deploy:{deployment_id}"
 
 
+async def _enqueue_pipeline_job(
+    queue: Queue, function: str, key: str, deployment_id: uuid.UUID | str, timings: Timings, **kwargs: Any
+) -> Job | None:
+    """Enqueue a deploy or destroy job with the long-running job options."""
+    options = deploy_job_options(timings)
+    return await queue.enqueue(
+        function,
+        key=key,
+        timeout=options.timeout,
+        heartbeat=options.heartbeat,
+        retries=options.retries,
+        retry_delay=options.retry_delay,
+        retry_backoff=options.retry_backoff,
+        deployment_id=str(deployment_id),
+        **kwargs,
+    )
+
+
 async def enqueue_deploy(
     queue: Queue,
     deployment_id: uuid.UUID,
@@ -70,26 +88,20 @@ async def enqueue_deploy(
     """Enqueue the pipeline of one deployment; returns None when it is already enqueued.
 
     Args:
-        env: initial environment variables (key, value). The values are stashed in Redis under a random
-            key (`jobs.envstash`) and the job gets only that key: SAQ logs a job's arguments, and the database
-            never holds values. The stash outlives every attempt and is deleted when the deployment ends.
+        env: initial environment variables (key, value). The values are stashed in Redis under a key of the
+            deployment's (`jobs.envstash`) and the job gets only that key: SAQ logs a job's arguments, and the
+            database never holds values. The stash outlives every attempt and is deleted when the deployment
+            ends.
     """
     options = deploy_job_options(timings)
-    return await queue.enqueue(
-        DEPLOY_FUNCTION,
-        key=deploy_job_key(deployment_id),
-        timeout=options.timeout,
-        heartbeat=options.heartbeat,
-        retries=options.retries,
-        retry_delay=options.retry_delay,
-        retry_backoff=options.retry_backoff,
-        deployment_id=str(deployment_id),
-        env_ref=await stash_values(
-            cast("RedisQueue", queue).redis,
-            [{"key": key, "value": value} for key, value in env],
-            ttl_s=options.timeout * (options.retries + 1) + 3600,
-            ref=deploy_env_ref(deployment_id),
-        ),
+    env_ref = await stash_values(
+        cast("RedisQueue", queue).redis,
+        [{"key": key, "value": value} for key, value in env],
+        ttl_s=options.timeout * (options.retries + 1) + 3600,
+        ref=deploy_env_ref(deployment_id),
+    )
+    return await _enqueue_pipeline_job(
+        queue, DEPLOY_FUNCTION, deploy_job_key(deployment_id), deployment_id, timings, env_ref=env_ref
     )
 
 
@@ -99,33 +111,16 @@ async def requeue_deploy(queue: Queue, deployment_id: uuid.UUID | str, timings: 
     The original job may still sit in SAQ's bookkeeping under its key, so this one gets a new key; the
     deployment's lease keeps the two from ever running at once.
     """
-    options = deploy_job_options(timings)
-    return await queue.enqueue(
-        DEPLOY_FUNCTION,
-        key=f"{deploy_job_key(deployment_id)}:requeued:{time.time_ns()}",
-        timeout=options.timeout,
-        heartbeat=options.heartbeat,
-        retries=options.retries,
-        retry_delay=options.retry_delay,
-        retry_backoff=options.retry_backoff,
-        deployment_id=str(deployment_id),
-        env_ref=deploy_env_ref(deployment_id),
+    key = f"{deploy_job_key(deployment_id)}:requeued:{time.time_ns()}"
+    return await _enqueue_pipeline_job(
+        queue, DEPLOY_FUNCTION, key, deployment_id, timings, env_ref=deploy_env_ref(deployment_id)
     )
 
 
 async def enqueue_destroy(queue: Queue, deployment_id: uuid.UUID | str, timings: Timings) -> Job | None:
     """Enqueue the job that deletes a deployment's server and droplet (each call gets its own key)."""
-    options = deploy_job_options(timings)
-    return await queue.enqueue(
-        DESTROY_FUNCTION,
-        key=f"destroy:{deployment_id}:{time.time_ns()}",
-        timeout=options.timeout,
-        heartbeat=options.heartbeat,
-        retries=options.retries,
-        retry_delay=options.retry_delay,
-        retry_backoff=options.retry_backoff,
-        deployment_id=str(deployment_id),
-    )
+    key = f"destroy:{deployment_id}:{time.time_ns()}"
+    return await _enqueue_pipeline_job(queue, DESTROY_FUNCTION, key, deployment_id, timings)
 
 
 #: SAQ's timeout of one env job; the job ends its Coolify work sooner (`jobs.envjob.WORK_BUDGET_S`).
