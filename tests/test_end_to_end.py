@@ -146,6 +146,30 @@ async def test_a_deployment_runs_to_completed_and_streams_every_event(stack: Sta
     replay = await subscribe_transport_ws(stack, deployment_id, after=3)
     assert replay == live[3:]
 
+    app_uuid = deployment["applicationUuid"]
+    result = " { appliedKeys restart { mode deploymentUuid } }"
+    env_changes = [
+        ("setEnv", "$app: ID!, $v: String!", 'setEnv(applicationUuid: $app, key: "ONE", value: $v)'),
+        ("bulkSetEnv", "$app: ID!, $v: String!",
+         'bulkSetEnv(applicationUuid: $app, variables: [{key: "TWO", value: $v}, {key: "THREE", value: $v}])'),
+        ("deleteEnv", "$app: ID!", 'deleteEnv(applicationUuid: $app, key: "ONE")'),
+    ]  # fmt: skip
+    for name, declarations, field in env_changes:
+        variables = {"app": app_uuid, "v": SECRET} if "$v" in declarations else {"app": app_uuid}
+        changed = await gql(stack, f"mutation({declarations}) {{ {field}{result} }}", variables)
+        assert "errors" not in changed, changed
+        assert changed["data"][name]["restart"]["mode"] == "RESTART"
+        assert changed["data"][name]["restart"]["deploymentUuid"]
+        assert SECRET not in json.dumps(changed)
+    async with httpx.AsyncClient(base_url=stack.sandbox_url) as client:
+        restarts = (
+            await client.get("/sandbox/_control/requests", params={"method": "POST", "path": "/restart$"})
+        ).json()
+    assert len(restarts) == 3
+    keys = {e["key"] for e in (await sandbox_state(stack))["envs"]}
+    assert {"APP_ENV", "API_TOKEN", "TWO", "THREE"} <= keys
+    assert "ONE" not in keys
+
     body = await gql(stack, "mutation($id: ID!) { destroyDeployment(id: $id) { status } }", {"id": deployment_id})
     assert body["data"]["destroyDeployment"]["status"] == "DESTROYING"
     tail = await subscribe_transport_ws(stack, deployment_id, after=len(live))
