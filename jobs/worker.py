@@ -29,6 +29,10 @@ from settings import Settings
 
 #: Redis connections beyond one per concurrency slot (sweep, schedule, stats, heartbeats, aborts).
 UPKEEP_CONNECTIONS = 32
+#: On SIGTERM, running jobs get this long before they are cancelled. A cancelled deploy job releases its
+#: lease and goes back on the queue, and another worker resumes it from the database, so there is no reason
+#: to hold a shutdown for a build that may take many minutes. (SAQ's upkeep loops also wait this long.)
+SHUTDOWN_GRACE_S = 2
 
 
 def worker_settings(settings: Settings, *, transport: httpx.AsyncBaseTransport | None = None) -> dict[str, Any]:
@@ -80,7 +84,7 @@ def worker_settings(settings: Settings, *, transport: httpx.AsyncBaseTransport |
         "after_process": unbind_job,
         # Sweep for jobs whose worker died (expired heartbeat) every few seconds instead of SAQ's 60.
         "timers": {"sweep": max(1, math.ceil(settings.timings.worker_sweep_s))},
-        "shutdown_grace_period_s": 10,
+        "shutdown_grace_period_s": SHUTDOWN_GRACE_S,
     }
 
 

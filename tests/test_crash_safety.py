@@ -32,11 +32,14 @@ async def wait_for_stage(stack: Stack, deployment_id: str, stage: str, timeout: 
     raise AssertionError(f"deployment never reached {stage}:\n{stack.logs()}")
 
 
-@pytest.mark.parametrize("stage", ["VALIDATE_SERVER", "WAIT_BUILD"])
+@pytest.mark.parametrize(
+    ("stage", "how"), [("VALIDATE_SERVER", "SIGKILL"), ("WAIT_BUILD", "SIGKILL"), ("WAIT_BUILD", "SIGTERM")]
+)
 async def test_a_killed_worker_is_replaced_without_duplicates(
-    tmp_path: Path, redis_url: str, database_url: str, queue_name: str, stage: str
+    tmp_path: Path, redis_url: str, database_url: str, queue_name: str, stage: str, how: str
 ) -> None:
-    """SIGKILL the worker while the deployment is in `stage`; a second worker finishes it, creating nothing twice."""
+    """Kill (or stop) the worker while the deployment is in `stage`; a second worker finishes it, creating nothing
+    twice."""
     stack = Stack(tmp_path, redis_url=redis_url, database_url=database_url, queue=queue_name, env=CRASH_ENV)
     try:
         stack.start_sandbox(SANDBOX_SERVER_VALIDATION_S="1.5", SANDBOX_BUILD_S="2")
@@ -45,7 +48,10 @@ async def test_a_killed_worker_is_replaced_without_duplicates(
         body = await gql(stack, "mutation { deploy { id } }")
         deployment_id = body["data"]["deploy"]["id"]
         before = await wait_for_stage(stack, deployment_id, stage)
-        first.kill()
+        if how == "SIGKILL":
+            first.kill()
+        else:
+            first.stop()  # SIGTERM: the worker cancels its job after a short grace and exits
         stack.start_worker("worker-2")
         try:
             events = await subscribe_transport_ws(stack, deployment_id)
