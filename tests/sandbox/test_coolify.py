@@ -2,38 +2,15 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
 from typing import Any
 
 import httpx
 import pytest
 
-from sandbox import ManualClock, World, create_app
+from sandbox import ManualClock, World
 
 CO = "/sandbox/coolify/api/v1"
 KEY = "sandbox-private-key"
-
-
-@pytest.fixture
-def clock() -> ManualClock:
-    """A clock that only moves when told to."""
-    return ManualClock()
-
-
-@pytest.fixture
-def world(clock: ManualClock) -> World:
-    """A world with default timings on the manual clock."""
-    return World(clock=clock)
-
-
-@pytest.fixture
-async def client(world: World) -> AsyncIterator[httpx.AsyncClient]:
-    """An authenticated client talking to the sandbox in-process."""
-    transport = httpx.ASGITransport(app=create_app(world))
-    async with httpx.AsyncClient(
-        transport=transport, base_url="http://sandbox.test", headers={"Authorization": "Bearer 1|root"}
-    ) as http:
-        yield http
 
 
 @pytest.fixture

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
 from typing import Any
 
 import httpx
@@ -13,28 +12,6 @@ from sandbox.state import DEFAULT_COOLIFY_PUBLIC_KEY
 
 DO = "/sandbox/digitalocean/v2"
 OTHER_KEY = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAINkpihDRsHNYN9xL2F2sZBsPPO8npH5dU6VPLz9bL8/6 other"
-
-
-@pytest.fixture
-def clock() -> ManualClock:
-    """A clock that only moves when told to."""
-    return ManualClock()
-
-
-@pytest.fixture
-def world(clock: ManualClock) -> World:
-    """A world with default timings on the manual clock."""
-    return World(clock=clock)
-
-
-@pytest.fixture
-async def client(world: World) -> AsyncIterator[httpx.AsyncClient]:
-    """An authenticated client talking to the sandbox in-process."""
-    transport = httpx.ASGITransport(app=create_app(world))
-    async with httpx.AsyncClient(
-        transport=transport, base_url="http://sandbox.test", headers={"Authorization": "Bearer dop_v1_x"}
-    ) as http:
-        yield http
 
 
 async def _create(client: httpx.AsyncClient, **fields: Any) -> httpx.Response:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
 from typing import Any
 
 import httpx
@@ -15,28 +14,6 @@ from sandbox.state import DEFAULT_COOLIFY_PUBLIC_KEY
 DO = "/sandbox/digitalocean/v2"
 CO = "/sandbox/coolify/api/v1"
 CONTROL = "/sandbox/_control"
-
-
-@pytest.fixture
-def clock() -> ManualClock:
-    """A clock that only moves when told to."""
-    return ManualClock()
-
-
-@pytest.fixture
-def world(clock: ManualClock) -> World:
-    """A world with default timings on the manual clock."""
-    return World(clock=clock)
-
-
-@pytest.fixture
-async def client(world: World) -> AsyncIterator[httpx.AsyncClient]:
-    """An authenticated client talking to the sandbox in-process."""
-    transport = httpx.ASGITransport(app=create_app(world))
-    async with httpx.AsyncClient(
-        transport=transport, base_url="http://sandbox.test", headers={"Authorization": "Bearer 1|token"}
-    ) as http:
-        yield http
 
 
 async def _droplet(client: httpx.AsyncClient, **extra: Any) -> httpx.Response:
