@@ -30,6 +30,7 @@ from clients.errors import (
     UpstreamServerError,
 )
 from clients.http import RetryPolicy
+from tests.clients.conftest import FakeSleep
 
 API_URL = "https://coolify.example.test"
 V1 = f"{API_URL}/api/v1"
@@ -47,22 +48,6 @@ FULL_FLAGS = {
     "is_runtime": True,
     "is_buildtime": True,
 }
-
-
-class FakeSleep:
-    """Records the waits instead of sleeping."""
-
-    def __init__(self) -> None:
-        self.calls: list[float] = []
-
-    async def __call__(self, seconds: float) -> None:
-        self.calls.append(seconds)
-
-
-@pytest.fixture
-def sleep() -> FakeSleep:
-    """A fake sleep shared by the client and the test."""
-    return FakeSleep()
 
 
 @pytest.fixture

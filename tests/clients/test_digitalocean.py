@@ -27,6 +27,7 @@ from clients.errors import (
     UpstreamServerError,
 )
 from clients.http import RetryPolicy
+from tests.clients.conftest import FakeSleep
 
 API_URL = "https://do.example.test"
 V2 = f"{API_URL}/v2"
@@ -38,22 +39,6 @@ JSON_AUTH = {**AUTH, "Content-Type": "application/json"}
 PUBLIC_KEY = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIPhAw6NokUdtW+lJI3wb5hSDX6S11yQgKzcE7vDLyuhj deployer@test"
 FINGERPRINT = "39:f6:f0:bd:6d:1f:2b:b0:a6:41:2d:23:24:02:d9:ce"
 KEY_JSON = {"ssh_key": {"id": 512190, "fingerprint": FINGERPRINT, "public_key": PUBLIC_KEY, "name": "deployer"}}
-
-
-class FakeSleep:
-    """Records the waits instead of sleeping."""
-
-    def __init__(self) -> None:
-        self.calls: list[float] = []
-
-    async def __call__(self, seconds: float) -> None:
-        self.calls.append(seconds)
-
-
-@pytest.fixture
-def sleep() -> FakeSleep:
-    """A fake sleep shared by the client and the test."""
-    return FakeSleep()
 
 
 @pytest.fixture

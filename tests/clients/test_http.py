@@ -21,27 +21,12 @@ from clients.errors import (
     UpstreamServerError,
 )
 from clients.http import DEFAULT_TIMEOUT, ApiHTTP, RetryPolicy, retry_delay_hint
+from tests.clients.conftest import FakeSleep
 
 BASE = "https://api.example.test/v2"
 TOKEN = "dop_v1_supersecrettoken"
 LOGGER = "deployer.clients.test"
 NOW = 1_700_000_000.0
-
-
-class FakeSleep:
-    """Records the waits instead of sleeping."""
-
-    def __init__(self) -> None:
-        self.calls: list[float] = []
-
-    async def __call__(self, seconds: float) -> None:
-        self.calls.append(seconds)
-
-
-@pytest.fixture
-def sleep() -> FakeSleep:
-    """A fake sleep shared by the client and the test."""
-    return FakeSleep()
 
 
 @pytest.fixture
