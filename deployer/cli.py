@@ -62,6 +62,20 @@ def _cmd_worker(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_migrate(args: argparse.Namespace) -> int:
+    from models.db import close_db, init_db
+
+    settings = _settings(require_clouds=False, require_redis=False)
+
+    async def run() -> None:
+        await init_db(settings.database_url)  # applies what is missing, under the migration lock
+        await close_db()
+
+    asyncio.run(run())
+    print("deployer: the database schema is up to date", file=sys.stderr)
+    return 0
+
+
 def _cmd_sandbox(args: argparse.Namespace) -> int:
     import uvicorn
 
@@ -143,6 +157,9 @@ def build_parser() -> argparse.ArgumentParser:
     follow.add_argument("--after", type=int, help="only events after this sequence number")
     follow.set_defaults(func=_cmd_follow)
     sub.add_parser("schema", help="print the GraphQL SDL").set_defaults(func=_cmd_schema)
+    sub.add_parser("migrate", help="apply the database migrations (serve and worker also do at start)").set_defaults(
+        func=_cmd_migrate
+    )
     return parser
 
 

@@ -54,9 +54,14 @@ class Deployment(Model):
     """
 
     id = fields.UUIDField(primary_key=True, default=uuid.uuid4)
-    status = fields.CharEnumField(DeploymentStatus, max_length=16, default=DeploymentStatus.QUEUED, db_index=True)
-    stage = fields.CharEnumField(DeploymentStage, max_length=32, default=DeploymentStage.QUEUED)
-    failed_stage = fields.CharEnumField(DeploymentStage, max_length=32, null=True)
+    # Descriptions become SQL comments in migrations, and Tortoise's SQLite migration runner splits statements
+    # on ';' and lines: keep them on one line and free of semicolons (enum fields get short ones, since the
+    # default lists every member on its own line).
+    status = fields.CharEnumField(
+        DeploymentStatus, max_length=16, default=DeploymentStatus.QUEUED, db_index=True, description="status"
+    )
+    stage = fields.CharEnumField(DeploymentStage, max_length=32, default=DeploymentStage.QUEUED, description="stage")
+    failed_stage = fields.CharEnumField(DeploymentStage, max_length=32, null=True, description="stage that failed")
     error = fields.TextField(null=True)
     #: The validated `DeployInput` minus environment values (those never reach the database).
     spec: dict[str, object] = fields.JSONField(default=dict)
@@ -69,7 +74,7 @@ class Deployment(Model):
     coolify_deployment_uuid = fields.CharField(max_length=64, null=True)
     #: True once the droplet is confirmed deleted (or was never created) and the slot is free.
     resources_released = fields.BooleanField(default=False)
-    #: Set by `cancelDeployment`; the running pipeline stops at its next check and cleans up.
+    #: Set by `cancelDeployment`: the running pipeline stops at its next check and cleans up.
     cancel_requested = fields.BooleanField(default=False)
     created_at = fields.DatetimeField(auto_now_add=True)
     updated_at = fields.DatetimeField(auto_now=True)
@@ -95,8 +100,8 @@ class DeploymentEvent(Model):
     )
     deployment_id: uuid.UUID
     sequence = fields.IntField()
-    status = fields.CharEnumField(DeploymentStatus, max_length=16)
-    stage = fields.CharEnumField(DeploymentStage, max_length=32)
+    status = fields.CharEnumField(DeploymentStatus, max_length=16, description="status")
+    stage = fields.CharEnumField(DeploymentStage, max_length=32, description="stage")
     message = fields.TextField()
     attempt = fields.IntField(null=True)
     at = fields.DatetimeField(auto_now_add=True)

@@ -17,12 +17,12 @@ class EnvAction(str, enum.Enum):
 
 
 class EnvChange(Model):
-    """Who changed which keys of which application, when, and how it ended; values are never stored."""
+    """Who changed which keys of which application, when, and how it ended (values are never stored)."""
 
     id = fields.BigIntField(primary_key=True)
     application_uuid = fields.CharField(max_length=64, db_index=True)
     deployment_id = fields.UUIDField(null=True)
-    action = fields.CharEnumField(EnvAction, max_length=16)
+    action = fields.CharEnumField(EnvAction, max_length=16, description="action")
     keys: list[str] = fields.JSONField(default=list)
     applied_keys: list[str] = fields.JSONField(default=list)
     failed_keys: list[str] = fields.JSONField(default=list)

@@ -17,7 +17,7 @@ from tortoise.models import Model
 
 
 class DropletSlot(Model):
-    """One of `MAX_ACTIVE_DROPLETS` slots; `deployment_id` is null while free."""
+    """One of `MAX_ACTIVE_DROPLETS` slots, whose `deployment_id` is null while free."""
 
     slot = fields.IntField(primary_key=True)
     deployment_id = fields.UUIDField(null=True, unique=True)

@@ -86,3 +86,13 @@ def test_dev_runs_a_sandbox_deployment_to_completed(tmp_path: Path) -> None:
         assert "Traceback" not in output
     finally:
         proc.stop()
+
+
+def test_migrate_brings_an_empty_database_up_to_date(tmp_path: Path) -> None:
+    """`deployer migrate` creates the schema in a fresh database and is harmless when run again."""
+    env = {"DATABASE_URL": f"sqlite://{tmp_path / 'fresh.sqlite3'}"}
+    for _ in range(2):
+        result = run_cli("migrate", env=env)
+        assert result.returncode == 0, result.stderr
+        assert "up to date" in result.stderr
+    assert (tmp_path / "fresh.sqlite3").exists()
