@@ -321,6 +321,11 @@ class CoolifyClient(APIClient):
 
     # -- private keys ------------------------------------------------------------------------------------
 
+    async def version(self) -> str:
+        """``GET /api/v1/version``: the instance's version as plain text, such as ``4.3.11``."""
+        response = await self._http.send("GET", "/version")
+        return response.text.strip().strip('"')
+
     async def list_private_keys(self) -> list[PrivateKey]:
         """``GET /security/keys``: the team's SSH keys (public half and fingerprint)."""
         path = "/security/keys"

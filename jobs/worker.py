@@ -7,6 +7,7 @@ until cancelled. Several workers on several machines may share one Redis and one
 from __future__ import annotations
 
 import asyncio
+import logging
 import math
 import os
 from typing import Any
@@ -18,6 +19,7 @@ from saq.queue.redis import RedisQueue as Queue
 
 from clients.coolify import CoolifyClient
 from clients.digitalocean import DigitalOceanClient
+from clients.errors import CloudAPIError
 from jobs.context import Deps, PipelineConfig, WorkerContext
 from jobs.deploy import deploy, destroy
 from jobs.envjob import apply_env_change
@@ -27,12 +29,27 @@ from models.db import close_db, init_db
 from models.slot import ensure_slots
 from settings import Settings
 
+logger = logging.getLogger("deployer.worker")
 #: Redis connections beyond one per concurrency slot (sweep, schedule, stats, heartbeats, aborts).
 UPKEEP_CONNECTIONS = 32
 #: On SIGTERM, running jobs get this long before they are cancelled. A cancelled deploy job releases its
 #: lease and goes back on the queue, and another worker resumes it from the database, so there is no reason
 #: to hold a shutdown for a build that may take many minutes. (SAQ's upkeep loops also wait this long.)
 SHUTDOWN_GRACE_S = 2
+
+
+async def check_clouds(deps: Deps) -> None:
+    """Say at start whether both clouds answer with these credentials (a warning, never fatal: a cloud that is
+    down now may be up by the time a deployment needs it)."""
+    try:
+        account = await deps.digitalocean.get_account()
+        logger.info("DigitalOcean reachable: account %s, droplet limit %s", account.status, account.droplet_limit)
+    except CloudAPIError as exc:
+        logger.warning("DigitalOcean is not usable with these settings: %s", exc)
+    try:
+        logger.info("Coolify reachable: version %s", await deps.coolify.version())
+    except CloudAPIError as exc:
+        logger.warning("Coolify is not usable with these settings: %s", exc)
 
 
 def worker_settings(settings: Settings, *, transport: httpx.AsyncBaseTransport | None = None) -> dict[str, Any]:
@@ -64,6 +81,7 @@ def worker_settings(settings: Settings, *, transport: httpx.AsyncBaseTransport |
             config=PipelineConfig.from_settings(settings),
         )
         ctx["reaper"] = asyncio.create_task(run_reaper(ctx["deps"], queue, ctx["deps"].redis), name="reaper")
+        await check_clouds(ctx["deps"])
 
     async def shutdown(ctx: WorkerContext) -> None:
         await stop_reaper(ctx.get("reaper"))

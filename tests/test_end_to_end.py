@@ -180,7 +180,10 @@ async def test_a_deployment_runs_to_completed_and_streams_every_event(stack: Sta
     assert world["servers"] == []
     body = await gql(stack, "{ dropletCount { active available } }")
     assert body["data"]["dropletCount"] == {"active": 0, "available": 3}
-    assert SECRET not in stack.logs()
+    logs = stack.logs()
+    assert "DigitalOcean reachable" in logs
+    assert "Coolify reachable: version 4.3.11" in logs
+    assert SECRET not in logs
     assert SECRET not in json.dumps(body)
 
 

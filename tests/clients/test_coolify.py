@@ -117,6 +117,12 @@ async def test_appends_api_v1_and_sends_bearer(coolify: CoolifyClient, httpx_moc
     assert keys == [PrivateKey(uuid="pk-1", name="deployer", public_key="ssh-ed25519 AAAA", fingerprint="SHA256:abc")]
 
 
+async def test_version_reads_the_plain_text_body(coolify: CoolifyClient, httpx_mock: HTTPXMock) -> None:
+    """GET /api/v1/version answers plain text (not JSON), which the client returns as it is."""
+    httpx_mock.add_response(method="GET", url=f"{V1}/version", match_headers=AUTH, text="4.3.11")
+    assert await coolify.version() == "4.3.11"
+
+
 async def test_repr_and_logger(coolify: CoolifyClient, httpx_mock: HTTPXMock, caplog: pytest.LogCaptureFixture) -> None:
     """repr() hides the token; requests log on deployer.clients.coolify without it."""
     caplog.set_level(logging.DEBUG, logger="deployer.clients.coolify")

@@ -35,8 +35,7 @@ async def test_the_migrations_describe_the_models(tmp_path: Path) -> None:
 async def test_processes_starting_together_migrate_once(database_url: str) -> None:
     """Four processes opening one fresh database at once all succeed, and each can write."""
     procs = [
-        subprocess.Popen([sys.executable, "-c", OPEN_AND_WRITE, database_url], stderr=subprocess.PIPE)
-        for _ in range(4)
+        subprocess.Popen([sys.executable, "-c", OPEN_AND_WRITE, database_url], stderr=subprocess.PIPE) for _ in range(4)
     ]
     errors = [p.communicate(timeout=60)[1].decode() for p in procs]
     assert [p.returncode for p in procs] == [0, 0, 0, 0], errors
