@@ -24,6 +24,17 @@ from models.slot import release_slot
 
 logger = logging.getLogger("deployer.jobs")
 
+#: Stages before the application's environment is set: a job resuming here needs the initial env values.
+ENV_NOT_YET_SET = frozenset(
+    {
+        DeploymentStage.QUEUED,
+        DeploymentStage.CREATE_DROPLET,
+        DeploymentStage.WAIT_DROPLET,
+        DeploymentStage.REGISTER_SERVER,
+        DeploymentStage.VALIDATE_SERVER,
+        DeploymentStage.CREATE_APPLICATION,
+    }
+)
 #: A lease lives this many heartbeats; the keep-alive renews it three times per heartbeat.
 LEASE_HEARTBEATS = 3
 
@@ -104,11 +115,14 @@ async def deploy(ctx: WorkerContext, *, deployment_id: str, env_ref: str | None 
         if deployment.status not in (DeploymentStatus.QUEUED, DeploymentStatus.PROCESSING):
             return
         stashed = await read_values(deps.redis, env_ref) if env_ref else []
-        if stashed is None:
-            logger.warning("initial environment expired before the job read it", extra={"deployment_id": deployment_id})
         run = Run(deployment=deployment, deps=deps, env=[(str(v["key"]), str(v["value"])) for v in stashed or []])
         if deployment.status == DeploymentStatus.PROCESSING:  # an earlier attempt started and did not finish
             await run.event(f"Resuming after an interrupted attempt, at {deployment.stage.value}")
+        if stashed is None and deployment.spec.get("env_keys") and deployment.stage in ENV_NOT_YET_SET:
+            # The values lived only in Redis (never in the database) and Redis lost them: deploying without
+            # them would silently drop the user's variables.
+            await fail(run, "the initial environment values were lost (Redis was reset or flushed); deploy again")
+            return
         try:
             await run_pipeline(run)
         except Exception:

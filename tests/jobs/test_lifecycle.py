@@ -70,3 +70,15 @@ async def test_an_incomplete_destroy_stays_destroying_and_is_requeued(deps: Deps
         assert [job.function for job in jobs] == ["destroy"]
     finally:
         await queue.disconnect()
+
+
+async def test_lost_initial_env_values_fail_the_deployment_instead_of_dropping_them(deps: Deps, world: World) -> None:
+    """When Redis lost the stashed initial env before the app got it, the deployment fails and says why."""
+    deployment = await new_deployment(env_keys=["API_KEY"])
+    ctx: WorkerContext = {"deps": deps}  # type: ignore[typeddict-item]
+    result = await deploy(ctx, deployment_id=str(deployment.id), env_ref="deployer:env-values:deploy:gone")
+    assert result == "FAILED"
+    done = await Deployment.get(id=deployment.id)
+    assert done.error is not None and "initial environment values were lost" in done.error
+    assert world.snapshot()["droplets"] == []
+    assert (await slot_usage(3)).active == 0
