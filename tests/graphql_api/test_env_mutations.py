@@ -98,8 +98,11 @@ def coolify(world: World) -> RejectBulkItem:
 
 
 @pytest.fixture
-async def worker(settings: Settings, coolify: RejectBulkItem) -> AsyncIterator[None]:
-    """A SAQ worker on the test queue, running in this event loop, with clouds served by the sandbox."""
+async def worker(settings: Settings, coolify: RejectBulkItem, world: World) -> AsyncIterator[None]:
+    """A SAQ worker on the test queue, running in this event loop, with clouds served by the sandbox.
+
+    The worker's start-up check of both clouds is dropped from the sandbox's request log, so tests see only
+    the requests their mutations caused."""
     options = worker_settings(settings.with_overrides(worker_concurrency=4), transport=httpx.ASGITransport(app=coolify))
     # Short dequeue polls let the idle worker stop within the grace period instead of cancelling Redis calls
     # that may still be connecting (which takes seconds).
@@ -109,6 +112,7 @@ async def worker(settings: Settings, coolify: RejectBulkItem) -> AsyncIterator[N
     async with asyncio.timeout(10):  # stopping a worker still starting up would leave its tasks running
         while not instance.tasks:
             await asyncio.sleep(0.01)
+    world.requests.clear()
     try:
         yield
     finally:
