@@ -7,15 +7,29 @@ binary is needed.
 
 from __future__ import annotations
 
+import ctypes
+import ctypes.util
 import importlib.util
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import tempfile
 import time
 from pathlib import Path
 from types import TracebackType
+
+PR_SET_PDEATHSIG = 1
+
+
+def _die_with_parent() -> None:
+    """In the child before exec: ask Linux to SIGTERM it when its parent dies, even by SIGKILL."""
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+        libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+    except (OSError, AttributeError):  # not Linux: stop() still runs on a normal exit
+        pass
 
 
 class EmbeddedRedisError(RuntimeError):
@@ -70,7 +84,11 @@ class EmbeddedRedis:
             "--maxclients", "10000",
         ]  # fmt: skip
         self._process = subprocess.Popen(  # noqa: S603 - fixed binary and arguments
-            args, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env={**os.environ}
+            args,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            env={**os.environ},
+            preexec_fn=_die_with_parent,
         )
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:

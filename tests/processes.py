@@ -69,11 +69,11 @@ class Process:
         self.popen.wait(10)
 
     def stop(self) -> None:
-        """SIGTERM, then SIGKILL after five seconds."""
+        """SIGTERM, then SIGKILL after fifteen seconds."""
         if self.popen.poll() is None:
             self.popen.terminate()
             try:
-                self.popen.wait(5)
+                self.popen.wait(15)
             except subprocess.TimeoutExpired:
                 self.kill()
         self._log.close()
