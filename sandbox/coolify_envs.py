@@ -121,6 +121,16 @@ class CoolifyEnvsAPI:
             flags["comment"] = item["comment"]
         return self.world.add_env(app_uuid, item["key"], item.get("value"), **flags)
 
+    async def _app_and_body(self, request: Request) -> tuple[str, dict[str, Any]] | Response:
+        """The application uuid and the JSON body of a write, or the 404/400 Coolify answers instead."""
+        uuid = request.path_params["uuid"]
+        if uuid not in self.world.applications:
+            return message(404, "Application not found.")
+        body = await read_json(request)
+        if isinstance(body, Response):
+            return body
+        return uuid, body
+
     async def list_envs(self, request: Request) -> Response:
         """GET /applications/{uuid}/envs: production rows first, then preview rows."""
         uuid = request.path_params["uuid"]
@@ -130,12 +140,10 @@ class CoolifyEnvsAPI:
 
     async def create_env(self, request: Request) -> Response:
         """POST /applications/{uuid}/envs: 201 ``{uuid}``; 409 when the key already exists."""
-        uuid = request.path_params["uuid"]
-        if uuid not in self.world.applications:
-            return message(404, "Application not found.")
-        body = await read_json(request)
-        if isinstance(body, Response):
-            return body
+        found = await self._app_and_body(request)
+        if isinstance(found, Response):
+            return found
+        uuid, body = found
         errors = _validate(body, strict=True)
         if errors:
             return failed(errors)
@@ -147,12 +155,10 @@ class CoolifyEnvsAPI:
 
     async def update_env(self, request: Request) -> Response:
         """PATCH /applications/{uuid}/envs: the row is found by key; 201 with the row; 404 if absent."""
-        uuid = request.path_params["uuid"]
-        if uuid not in self.world.applications:
-            return message(404, "Application not found.")
-        body = await read_json(request)
-        if isinstance(body, Response):
-            return body
+        found = await self._app_and_body(request)
+        if isinstance(found, Response):
+            return found
+        uuid, body = found
         errors = _validate(body, strict=True)
         if errors:
             return failed(errors)
@@ -164,12 +170,10 @@ class CoolifyEnvsAPI:
 
     async def bulk_update(self, request: Request) -> Response:
         """PATCH /applications/{uuid}/envs/bulk: ordered upserts, no transaction; 201 with the rows."""
-        uuid = request.path_params["uuid"]
-        if uuid not in self.world.applications:
-            return message(404, "Application not found.")
-        body = await read_json(request)
-        if isinstance(body, Response):
-            return body
+        found = await self._app_and_body(request)
+        if isinstance(found, Response):
+            return found
+        uuid, body = found
         data = body.get("data")
         if not data or not isinstance(data, list):
             return message(400, "Bulk data is required.")
