@@ -18,6 +18,7 @@ from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import BaseRoute, Route, WebSocketRoute
+from tortoise import Tortoise
 
 from graphql_api.auth import ADMIN, Authenticator, bearer_token
 from graphql_api.context import DeployerGraphQL, Services, ServicesProvider
@@ -38,8 +39,9 @@ READY_TIMEOUT_S = 2.0
 async def open_services(settings: Settings) -> AsyncIterator[Services]:
     """Open the database, Redis, the queue and the progress hub; close them in reverse order."""
     async with contextlib.AsyncExitStack() as stack:
-        await init_db(settings.database_url)  # counted: a host process (dev stack, tests) may hold it open too
-        stack.push_async_callback(close_db)
+        if not Tortoise.is_inited():  # one Tortoise per process: reuse it when the host process opened it
+            await init_db(settings.database_url)
+            stack.push_async_callback(close_db)
         await ensure_slots(settings.max_active_droplets)
         redis = Redis.from_url(settings.redis_url)
         stack.push_async_callback(redis.aclose)

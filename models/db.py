@@ -99,6 +99,11 @@ async def migrate(db_url: str, config: dict[str, Any] | None = None) -> None:
         await executor.migrate()
 
 
+def is_db_open() -> bool:
+    """Whether this process has the database open."""
+    return Tortoise.is_inited()
+
+
 async def close_db() -> None:
     """Release one `init_db()`; the last one closes this process's connections."""
     global _users
