@@ -72,11 +72,17 @@ class Deployment(Model):
     application_uuid = fields.CharField(max_length=64, null=True, db_index=True)
     application_domains = fields.TextField(null=True)
     coolify_deployment_uuid = fields.CharField(max_length=64, null=True)
+    # When Coolify judged the server reachable and usable: a resumed job never asks it to validate again.
+    server_validated_at = fields.DatetimeField(null=True, description="server validated at")
+    # The caller's DeployInput.idempotencyKey: the same key with the same input returns this deployment again.
+    idempotency_key = fields.CharField(max_length=255, null=True, unique=True, description="idempotency key")
+    # SHA-256 of the canonical deploy input, telling a retry (same input) from a reused key (different input).
+    request_hash = fields.CharField(max_length=64, null=True, description="deploy input hash")
     #: True once the droplet is confirmed deleted (or was never created) and the slot is free.
     resources_released = fields.BooleanField(default=False)
     #: Set by `cancelDeployment`: the running pipeline stops at its next check and cleans up.
     cancel_requested = fields.BooleanField(default=False)
-    created_at = fields.DatetimeField(auto_now_add=True)
+    created_at = fields.DatetimeField(auto_now_add=True, db_index=True)
     updated_at = fields.DatetimeField(auto_now=True)
     finished_at = fields.DatetimeField(null=True)
 
