@@ -58,8 +58,10 @@ class Timings:
     """Poll intervals and deadlines of the pipeline, in seconds (fractions allowed)."""
 
     droplet_poll_interval_s: float = 5.0
-    droplet_timeout_s: float = 60.0
+    #: DigitalOcean says `active` once the VM is powered on; the public IPv4 can appear later still.
+    droplet_timeout_s: float = 300.0
     server_poll_interval_s: float = 5.0
+    #: sshd answers 20-60 s after `active`, and Coolify then installs Docker, which takes minutes.
     server_timeout_s: float = 600.0
     build_poll_interval_s: float = 5.0
     build_timeout_s: float = 1800.0
@@ -127,7 +129,7 @@ class Settings:
         env = _Env(environ)
         timings = Timings(
             droplet_poll_interval_s=env.seconds("DROPLET_POLL_INTERVAL_S", 5.0),
-            droplet_timeout_s=env.seconds("DROPLET_TIMEOUT_S", 60.0),
+            droplet_timeout_s=env.seconds("DROPLET_TIMEOUT_S", 300.0),
             server_poll_interval_s=env.seconds("SERVER_POLL_INTERVAL_S", 5.0),
             server_timeout_s=env.seconds("SERVER_TIMEOUT_S", 600.0),
             build_poll_interval_s=env.seconds("BUILD_POLL_INTERVAL_S", 5.0),

@@ -8,6 +8,8 @@ POST and PATCH are never retried (see :mod:`clients.http`).
 
 from __future__ import annotations
 
+import html
+import json
 import logging
 import re
 from collections.abc import Sequence
@@ -22,6 +24,7 @@ __all__ = [
     "ACTIVE_DEPLOYMENT_STATUSES",
     "TERMINAL_DEPLOYMENT_STATUSES",
     "Application",
+    "BuildLogLine",
     "CoolifyClient",
     "CoolifyDeployment",
     "DeployResult",
@@ -29,7 +32,12 @@ __all__ = [
     "EnvVar",
     "EnvVarSpec",
     "PrivateKey",
+    "Project",
     "Server",
+    "ValidationFailure",
+    "classify_validation_failure",
+    "parse_build_logs",
+    "validation_text",
 ]
 
 API = "coolify"
@@ -84,11 +92,34 @@ class PrivateKey:
 
 
 @dataclass(frozen=True)
+class Project:
+    """A Coolify project and the names of its environments."""
+
+    uuid: str
+    name: str
+    environments: tuple[str, ...]
+
+    @classmethod
+    def from_api(cls, data: JSONObject) -> Project:
+        """Build from ``GET /projects/{uuid}`` (which lists the environments)."""
+        envs = data.get("environments") or ()
+        return cls(
+            uuid=str(data["uuid"]),
+            name=str(data.get("name") or ""),
+            environments=tuple(str(e["name"]) for e in envs if isinstance(e, dict) and e.get("name")),
+        )
+
+
+@dataclass(frozen=True)
 class Server:
-    """A Coolify server and the flags that say whether validation finished.
+    """A Coolify server and the flags that say what its last validation found.
 
     The list endpoint copies ``is_reachable`` / ``is_usable`` to the top level; the single-server endpoint
     keeps them in ``settings``. Both shapes are read.
+
+    ``validation_logs`` is no verdict on its own: the install validation (``ValidateAndInstallServerJob``)
+    never clears it, so a failure written by an early attempt stays after a later attempt succeeds. Judge a
+    validation by ``is_validating`` going false after the request, then :attr:`usable`.
     """
 
     uuid: str
@@ -99,6 +130,7 @@ class Server:
     force_disabled: bool
     is_validating: bool
     validation_logs: str | None
+    description: str | None = None
 
     @classmethod
     def from_api(cls, data: JSONObject) -> Server:
@@ -119,17 +151,62 @@ class Server:
             force_disabled=flag("force_disabled"),
             is_validating=bool(data.get("is_validating") or False),
             validation_logs=_opt_str(data.get("validation_logs")) or None,
+            description=_opt_str(data.get("description")),
         )
 
     @property
-    def ready(self) -> bool:
-        """Validated: reachable over SSH, Docker usable, not disabled, and no failure logged."""
-        return self.is_reachable and self.is_usable and not self.force_disabled and self.validation_logs is None
+    def usable(self) -> bool:
+        """Coolify can deploy to it: reachable over SSH, Docker usable, not disabled."""
+        return self.is_reachable and self.is_usable and not self.force_disabled
 
-    @property
-    def failed(self) -> bool:
-        """Validation wrote a failure into ``validation_logs``."""
-        return self.validation_logs is not None
+
+class ValidationFailure(StrEnum):
+    """What a failed Coolify validation means for whoever asked for it."""
+
+    #: sshd did not answer (yet): refused, timed out, no route. Asking again later can succeed.
+    UNREACHABLE = "unreachable"
+    #: The host answered but refused Coolify's key. Asking again will not help.
+    KEY_REJECTED = "key_rejected"
+    #: Anything else (unsupported OS, Docker could not be installed, ...).
+    OTHER = "other"
+
+
+#: SSH errors Coolify itself treats as transient (app/Traits/SshRetryable.php), minus the authentication ones.
+_UNREACHABLE_PATTERNS = (
+    "connection refused",
+    "connection timed out",
+    "operation timed out",
+    "no route to host",
+    "network is unreachable",
+    "network is down",
+    "host is down",
+    "connection reset",
+    "connection closed",
+    "kex_exchange_identification",
+    "ssh_exchange_identification",
+    "timeout, server not responding",
+    "lost connection",
+    "broken pipe",
+)
+#: An answering sshd that refuses the key (ssh's own text; Coolify's "This key is not valid for this server.").
+_KEY_PATTERNS = ("permission denied (publickey", "this key is not valid", "too many authentication failures")
+_HTML_TAG = re.compile(r"<[^>]+>")
+
+
+def validation_text(logs: str | None) -> str:
+    """Coolify's HTML-ish ``validation_logs`` as one line of plain text."""
+    text = _HTML_TAG.sub(" ", html.unescape(logs or ""))
+    return " ".join(text.split())
+
+
+def classify_validation_failure(logs: str | None) -> ValidationFailure:
+    """Sort the text of a failed validation into :class:`ValidationFailure` kinds."""
+    text = validation_text(logs).lower()
+    if any(pattern in text for pattern in _KEY_PATTERNS):
+        return ValidationFailure.KEY_REJECTED
+    if "server is not reachable" in text or any(pattern in text for pattern in _UNREACHABLE_PATTERNS):
+        return ValidationFailure.UNREACHABLE
+    return ValidationFailure.OTHER
 
 
 @dataclass(frozen=True)
@@ -170,22 +247,71 @@ class DeployResult:
 
 
 @dataclass(frozen=True)
+class BuildLogLine:
+    """One visible line of a deployment's output."""
+
+    output: str
+    stderr: bool
+
+
+_ANSI = re.compile(r"\x1b\[[0-9;?]*[ -/]*[@-~]|\x1b\][^\x07\x1b]*(?:\x07|\x1b\\)|\x1b[@-Z\\-_]")
+_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f]")
+
+
+def parse_build_logs(raw: object) -> list[BuildLogLine]:
+    """The visible output lines of a deployment's ``logs``, oldest first.
+
+    Coolify stores ``logs`` as a JSON-encoded string holding a list of entries ``{command, output, type,
+    timestamp, hidden, batch, order}`` in the order they were written (app/Traits/ExecuteRemoteCommand.php).
+    Hidden entries (Coolify's own commands) are skipped, ANSI escape sequences and other control characters
+    are removed, and multi-line outputs are split into lines. Anything unreadable gives no lines, never an
+    error.
+    """
+    entries: object = raw
+    if isinstance(raw, str):
+        try:
+            entries = json.loads(raw)
+        except ValueError:
+            return []
+    if not isinstance(entries, list):
+        return []
+    lines: list[BuildLogLine] = []
+    for entry in (e for e in entries if isinstance(e, dict) and not e.get("hidden")):
+        output = entry.get("output")
+        if not isinstance(output, str):
+            continue
+        stderr = entry.get("type") == "stderr"
+        for line in _ANSI.sub("", output).replace("\r\n", "\n").replace("\r", "\n").split("\n"):
+            line = _CONTROL.sub("", line).rstrip()
+            if line.strip():
+                lines.append(BuildLogLine(output=line, stderr=stderr))
+    return lines
+
+
+@dataclass(frozen=True)
 class CoolifyDeployment:
-    """One application deployment (``ApplicationDeploymentQueue``)."""
+    """One application deployment (``ApplicationDeploymentQueue``).
+
+    ``logs`` is the raw JSON string Coolify stores (present only for tokens with ``read:sensitive``/``root``);
+    :meth:`log_lines` reads it.
+    """
 
     uuid: str
     status: str
     application_name: str | None
     finished_at: str | None
+    logs: str | None = field(default=None, repr=False)
 
     @classmethod
     def from_api(cls, data: JSONObject) -> CoolifyDeployment:
         """Build from ``GET /deployments/{uuid}`` or an entry of ``GET /deployments/applications/{uuid}``."""
+        logs = data.get("logs")
         return cls(
             uuid=str(data["deployment_uuid"]),
             status=str(data["status"]),
             application_name=_opt_str(data.get("application_name")),
             finished_at=_opt_str(data.get("finished_at")),
+            logs=logs if isinstance(logs, str) else (json.dumps(logs) if isinstance(logs, list) else None),
         )
 
     @property
@@ -197,6 +323,10 @@ class CoolifyDeployment:
     def succeeded(self) -> bool:
         """The deployment finished successfully."""
         return self.status == DeploymentStatus.FINISHED
+
+    def log_lines(self) -> list[BuildLogLine]:
+        """The visible lines of the build's output (see :func:`parse_build_logs`)."""
+        return parse_build_logs(self.logs)
 
 
 @dataclass(frozen=True)
@@ -326,6 +456,18 @@ class CoolifyClient(APIClient):
         response = await self._http.send("GET", "/version")
         return response.text.strip().strip('"')
 
+    async def get_private_key(self, uuid: str) -> PrivateKey:
+        """``GET /security/keys/{uuid}``; raises :class:`NotFoundError` when the team has no such key."""
+        path = f"/security/keys/{path_segment(uuid)}"
+        body = await self._http.send_json("GET", path)
+        return self._http.parse(PrivateKey.from_api, body, "private key", "GET", path)
+
+    async def get_project(self, uuid: str) -> Project:
+        """``GET /projects/{uuid}``: the project with its environments' names."""
+        path = f"/projects/{path_segment(uuid)}"
+        body = await self._http.send_json("GET", path)
+        return self._http.parse(Project.from_api, body, "project", "GET", path)
+
     async def list_private_keys(self) -> list[PrivateKey]:
         """``GET /security/keys``: the team's SSH keys (public half and fingerprint)."""
         path = "/security/keys"
@@ -448,10 +590,13 @@ class CoolifyClient(APIClient):
         ports_exposes: str,
         description: str | None = None,
         domains: str | None = None,
+        base_directory: str | None = None,
     ) -> Application:
         """``POST /applications/public`` (201): an app built from a public git repository, not deployed yet.
 
-        The returned record has ``status=None``; ``fqdn`` is the domain Coolify assigned or generated.
+        ``base_directory`` builds from a sub-folder of the repository (a monorepo). Coolify refuses ``domains``
+        with the ``dockercompose`` build pack (it wants per-service domains), so callers check that first. The
+        returned record has ``status=None``; ``fqdn`` is the domain Coolify assigned or generated.
         """
         payload = _optional(
             {
@@ -467,6 +612,7 @@ class CoolifyClient(APIClient):
             },
             description=description,
             domains=domains,
+            base_directory=base_directory,
         )
         return await self._create_application("/applications/public", payload, name, build_pack)
 

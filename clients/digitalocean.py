@@ -1,6 +1,7 @@
-"""DigitalOcean API v2 client: the account, SSH keys and droplets, as small typed records.
+"""DigitalOcean API v2 client: the account, SSH keys, droplets and the catalog, as small typed records.
 
-Only the calls the deploy pipeline needs. Creates are sent once and never retried (see :mod:`clients.http`);
+Only the calls deployer needs: the pipeline's, and the catalog (regions, sizes, images) that `deploy` checks
+its input against. Creates are sent once and never retried (see :mod:`clients.http`);
 a caller whose create failed ambiguously should look the droplet up by its unique tag before trying again.
 """
 
@@ -10,14 +11,14 @@ import base64
 import binascii
 import hashlib
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
-from typing import Any
+from typing import Any, TypeVar
 
 import httpx
 
-from clients.errors import ConflictError, NotFoundError
+from clients.errors import AuthError, ConflictError, NotFoundError
 from clients.http import APIClient, JSONObject, path_segment
 
 __all__ = [
@@ -26,7 +27,10 @@ __all__ = [
     "DigitalOceanClient",
     "Droplet",
     "DropletStatus",
+    "Image",
+    "Region",
     "SSHKey",
+    "Size",
     "ssh_key_fingerprint",
 ]
 
@@ -35,6 +39,7 @@ logger = logging.getLogger("deployer.clients.digitalocean")
 
 #: Largest page DigitalOcean serves.
 PER_PAGE = 200
+T = TypeVar("T")
 
 
 class DropletStatus(StrEnum):
@@ -61,6 +66,74 @@ class Account:
     def from_api(cls, data: JSONObject) -> Account:
         """Build from the ``account`` object."""
         return cls(droplet_limit=int(data["droplet_limit"]), status=str(data["status"]))
+
+
+@dataclass(frozen=True)
+class Region:
+    """A datacenter region and the sizes it offers."""
+
+    slug: str
+    name: str
+    available: bool
+    sizes: tuple[str, ...]
+
+    @classmethod
+    def from_api(cls, data: JSONObject) -> Region:
+        """Build from an entry of ``GET /v2/regions``."""
+        return cls(
+            slug=str(data["slug"]),
+            name=str(data.get("name") or data["slug"]),
+            available=bool(data.get("available", True)),
+            sizes=tuple(str(s) for s in data.get("sizes") or ()),
+        )
+
+
+@dataclass(frozen=True)
+class Size:
+    """A droplet size and the regions it is offered in."""
+
+    slug: str
+    available: bool
+    regions: tuple[str, ...]
+    vcpus: int
+    memory_mb: int
+    price_monthly: float
+
+    @classmethod
+    def from_api(cls, data: JSONObject) -> Size:
+        """Build from an entry of ``GET /v2/sizes``."""
+        return cls(
+            slug=str(data["slug"]),
+            available=bool(data.get("available", True)),
+            regions=tuple(str(r) for r in data.get("regions") or ()),
+            vcpus=int(data.get("vcpus") or 0),
+            memory_mb=int(data.get("memory") or 0),
+            price_monthly=float(data.get("price_monthly") or 0.0),
+        )
+
+
+@dataclass(frozen=True)
+class Image:
+    """A droplet image (distribution, application or snapshot) and where it can be used."""
+
+    id: int
+    slug: str | None
+    name: str
+    distribution: str
+    regions: tuple[str, ...]
+    status: str
+
+    @classmethod
+    def from_api(cls, data: JSONObject) -> Image:
+        """Build from the ``image`` object of ``GET /v2/images/{id or slug}``."""
+        return cls(
+            id=int(data["id"]),
+            slug=str(data["slug"]) if data.get("slug") else None,
+            name=str(data.get("name") or ""),
+            distribution=str(data.get("distribution") or ""),
+            regions=tuple(str(r) for r in data.get("regions") or ()),
+            status=str(data.get("status") or "available"),
+        )
 
 
 @dataclass(frozen=True)
@@ -241,33 +314,75 @@ class DigitalOceanClient(APIClient):
     async def list_droplets(self, *, tag_name: str | None = None, name: str | None = None) -> list[Droplet]:
         """``GET /v2/droplets``, every page, optionally filtered by tag or by exact (case-insensitive) name.
 
-        DigitalOcean cannot combine both filters, so passing both is a ``ValueError``. Pages are followed
-        through ``links.pages.next``; only that link's query is used and the request goes to ``api_url``, so
-        the token never travels to another host.
+        DigitalOcean cannot combine both filters, so passing both is a ``ValueError``.
         """
         if tag_name is not None and name is not None:
             raise ValueError("list_droplets: tag_name and name cannot be combined")
-        params: dict[str, str | int | bool] = {"per_page": PER_PAGE}
+        params: dict[str, str | int | bool] = {}
         if tag_name is not None:
             params["tag_name"] = tag_name
         if name is not None:
             params["name"] = name
-        droplets: list[Droplet] = []
+        return await self._list_all("/droplets", "droplets", Droplet.from_api, "droplet", params)
+
+    async def list_regions(self) -> list[Region]:
+        """``GET /v2/regions``, every page."""
+        return await self._list_all("/regions", "regions", Region.from_api, "region")
+
+    async def list_sizes(self) -> list[Size]:
+        """``GET /v2/sizes``, every page."""
+        return await self._list_all("/sizes", "sizes", Size.from_api, "size")
+
+    async def get_image(self, id_or_slug: int | str) -> Image:
+        """``GET /v2/images/{id or slug}``; raises :class:`NotFoundError` for an unknown image."""
+        path = f"/images/{path_segment(id_or_slug)}"
+        body = await self._http.send_json("GET", path)
+        return self._http.parse(Image.from_api, _field(body, "image"), "image", "GET", path)
+
+    async def can_write(self) -> bool:
+        """Whether the token may create resources, found without creating anything.
+
+        ``POST /v2/tags`` with an empty name: a token allowed to write gets past authorization and is refused
+        by validation (422); a read-only or under-scoped token gets 401/403. Any other answer is raised.
+        """
+        try:
+            await self._http.send("POST", "/tags", json={"name": ""})
+        except AuthError:
+            return False
+        except ConflictError:  # 422: authorised, invalid name - nothing was created
+            return True
+        raise self._http.fail("POST /v2/tags with an empty name was accepted", "POST", "/tags")
+
+    async def _list_all(
+        self,
+        path: str,
+        key: str,
+        build: Callable[[JSONObject], T],
+        what: str,
+        filters: dict[str, str | int | bool] | None = None,
+    ) -> list[T]:
+        """Every page of a DigitalOcean collection.
+
+        Pages are followed through ``links.pages.next``; only that link's query is used and the request goes to
+        ``api_url``, so the token never travels to another host.
+        """
+        params: dict[str, str | int | bool] = {"per_page": PER_PAGE, **(filters or {})}
+        items: list[T] = []
         seen: set[tuple[tuple[str, str], ...]] = {tuple(sorted((k, str(v)) for k, v in params.items()))}
         while True:
-            body = await self._http.send_json("GET", "/droplets", params=params)
-            items = _field(body, "droplets")
-            if not isinstance(items, list):
-                raise self._http.fail("response has no 'droplets' list", "GET", "/droplets")
-            droplets.extend(self._http.parse(Droplet.from_api, item, "droplet", "GET", "/droplets") for item in items)
+            body = await self._http.send_json("GET", path, params=params)
+            page = _field(body, key)
+            if not isinstance(page, list):
+                raise self._http.fail(f"response has no '{key}' list", "GET", path)
+            items.extend(self._http.parse(build, item, what, "GET", path) for item in page)
             next_url = _next_page(body)
             if next_url is None:
-                return droplets
+                return items
             next_params = dict(httpx.URL(next_url).params.multi_items())
-            key = tuple(sorted(next_params.items()))
-            if key in seen:
-                raise self._http.fail("pagination loops back to a page already read", "GET", "/droplets")
-            seen.add(key)
+            page_key = tuple(sorted(next_params.items()))
+            if page_key in seen:
+                raise self._http.fail("pagination loops back to a page already read", "GET", path)
+            seen.add(page_key)
             params = dict(next_params)
 
     async def delete_droplet(self, droplet_id: int) -> bool:

@@ -1,30 +1,40 @@
-"""The one request path both API clients share: auth, timeouts, error mapping and retries.
+"""The one request path both API clients share: auth, timeouts, error mapping, throttling and retries.
 
 :class:`ApiHTTP` owns (or borrows) an ``httpx.AsyncClient`` and sends every request with a bearer token and an
 explicit timeout. A non-2xx answer becomes the matching :mod:`clients.errors` class; httpx transport failures
 become :class:`~clients.errors.APIConnectionError` / :class:`~clients.errors.APITimeoutError`.
 
-Retries follow :class:`RetryPolicy` and happen only where repeating is safe: GET, PUT, DELETE and HEAD, on a
-timeout, a connection error, 429 or a 5xx other than 501. POST and PATCH are never repeated, because a create
-that timed out may still have happened (a second droplet, a second Coolify app). The wait is jittered
-exponential backoff, unless a 429/503 says how long to wait: ``Retry-After`` (seconds or an HTTP date) first,
-then DigitalOcean's ``ratelimit-reset`` epoch when ``ratelimit-remaining`` is 0. Every wait is capped by
-``max_delay_s`` and goes through an injectable ``sleep`` so tests never sleep for real.
+Retries follow :class:`RetryPolicy`:
 
-Each attempt is logged with method, path (no query), status, request id and attempt number; never headers,
-bodies or values.
+- **429 is "not yet", for every method.** Both clouds refuse an over-limit request before processing it
+  (DigitalOcean's rate limiter, Laravel's throttle middleware in front of every Coolify route), so even a POST
+  that got a 429 is sent again after the wait the API asked for: ``Retry-After`` (seconds or an HTTP date)
+  first, then DigitalOcean's ``ratelimit-reset`` epoch when ``ratelimit-remaining`` is 0, else backoff.
+  Inside :func:`request_deadline` (the pipeline opens one per step) a 429 is retried for as long as the wait
+  fits before the deadline, however many times that takes; outside one, :attr:`RetryPolicy.max_attempts` and
+  :attr:`RetryPolicy.max_delay_s` bound it.
+- **Ambiguous failures are retried only where repeating is safe**: GET, PUT, DELETE and HEAD, on a timeout, a
+  connection error or a 5xx other than 501. POST and PATCH are then never repeated, because a create that
+  timed out may still have happened (a second droplet, a second Coolify app); the caller looks before it
+  creates again.
+
+Every wait goes through an injectable ``sleep`` so tests never sleep for real. An optional ``throttle`` is
+awaited before every attempt (a shared request budget). Each attempt is logged with method, path (no query),
+status, request id and attempt number; never headers, bodies or values.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import email.utils
 import json as jsonlib
 import logging
 import random
 import time
 import urllib.parse
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Iterator, Mapping
+from contextvars import ContextVar
 from dataclasses import dataclass
 from types import TracebackType
 from typing import Any, ClassVar, Self, TypeVar
@@ -47,16 +57,47 @@ __all__ = [
     "JSONObject",
     "RetryPolicy",
     "Sleep",
+    "Throttle",
+    "current_deadline",
     "path_segment",
+    "request_deadline",
     "retry_delay_hint",
 ]
 
 JSONObject = dict[str, Any]
 T = TypeVar("T")
 Sleep = Callable[[float], Awaitable[None]]
+#: Awaited before every attempt: waits until the shared request budget allows one more request.
+Throttle = Callable[[], Awaitable[None]]
 
-#: Methods that may be sent again after a transient failure. POST and PATCH are deliberately absent.
+#: Methods that may be sent again after an ambiguous failure (timeout, connection error, 5xx). POST and PATCH
+#: are deliberately absent; any method is sent again after a 429, which the APIs answer before processing.
 RETRYABLE_METHODS = frozenset({"GET", "PUT", "DELETE", "HEAD"})
+
+#: Monotonic time by which the current unit of work (a pipeline step) must be done; None outside one.
+_DEADLINE: ContextVar[float | None] = ContextVar("cloud_request_deadline", default=None)
+
+
+@contextlib.contextmanager
+def request_deadline(seconds: float, *, clock: Callable[[], float] = time.monotonic) -> Iterator[float]:
+    """Let rate-limited requests in this block wait for the API as long as the wait ends within ``seconds``.
+
+    Nested blocks keep the earlier of the two deadlines. Yields the absolute deadline (``clock`` time). The
+    deadline travels with the context, so tasks started inside the block inherit it.
+    """
+    at = clock() + max(0.0, seconds)
+    outer = _DEADLINE.get()
+    token = _DEADLINE.set(at if outer is None else min(outer, at))
+    try:
+        yield at if outer is None else min(outer, at)
+    finally:
+        _DEADLINE.reset(token)
+
+
+def current_deadline() -> float | None:
+    """The deadline set by the innermost :func:`request_deadline` block, if any."""
+    return _DEADLINE.get()
+
 
 #: Used when the caller gives neither a timeout nor a ready client.
 DEFAULT_TIMEOUT = httpx.Timeout(30.0, connect=10.0)
@@ -70,9 +111,11 @@ class RetryPolicy:
     """How often and how patiently idempotent requests are retried.
 
     Args:
-        max_attempts: total tries per request, the first included (1 disables retries).
+        max_attempts: total tries per request, the first included (1 disables retries); a 429 inside a
+            :func:`request_deadline` block is not bound by it, only by the deadline.
         base_delay_s: wait after the first failure; it doubles with each further failure.
-        max_delay_s: cap on any single wait, including waits the API asked for.
+        max_delay_s: cap on any single wait, including waits the API asked for (except a 429's inside a
+            :func:`request_deadline` block, which may wait as long as the API asked if the deadline allows).
         jitter: fraction (0..1) of the backoff removed at random, so parallel workers do not retry in step.
     """
 
@@ -162,6 +205,8 @@ class ApiHTTP:
         sleep: awaited between retries; defaults to ``asyncio.sleep``.
         clock: wall-clock seconds, for HTTP-date and epoch rate-limit headers; defaults to ``time.time``.
         rand: source of jitter in [0, 1); defaults to ``random.random``.
+        monotonic: the clock :func:`request_deadline` deadlines are read with; defaults to ``time.monotonic``.
+        throttle: awaited before every attempt, e.g. a token bucket shared by every process using one token.
     """
 
     def __init__(
@@ -178,6 +223,8 @@ class ApiHTTP:
         sleep: Sleep | None = None,
         clock: Callable[[], float] | None = None,
         rand: Callable[[], float] | None = None,
+        monotonic: Callable[[], float] | None = None,
+        throttle: Throttle | None = None,
     ) -> None:
         if transport is not None and http_client is not None:
             raise ValueError(f"{api}: pass either transport or http_client, not both")
@@ -189,6 +236,8 @@ class ApiHTTP:
         self._sleep: Sleep = sleep or asyncio.sleep
         self._clock = clock or time.time
         self._rand = rand or random.random
+        self._monotonic = monotonic or time.monotonic
+        self._throttle = throttle
         self._owns_client = http_client is None
         if http_client is None:
             self._timeout: httpx.Timeout | None = None
@@ -237,7 +286,7 @@ class ApiHTTP:
         if json is None and method in ("POST", "PATCH", "PUT"):
             json = {}
         query = {k: _query_value(v) for k, v in (params or {}).items()}
-        attempts = self.retry.max_attempts if method in RETRYABLE_METHODS else 1
+        attempts = self.retry.max_attempts
         extra: dict[str, Any] = {}
         if json is not None:
             extra["json"] = json
@@ -246,6 +295,8 @@ class ApiHTTP:
 
         attempt = 1
         while True:
+            if self._throttle is not None:
+                await self._throttle()
             started = time.monotonic()
             response: httpx.Response | None = None
             cause: httpx.TransportError | None = None
@@ -257,44 +308,42 @@ class ApiHTTP:
                 )
             except httpx.TimeoutException as exc:
                 error = APITimeoutError(self.api, self._scrub(_describe_exc(exc)), method=method, path=log_path)
-                retryable = True
+                retryable = method in RETRYABLE_METHODS
                 cause = exc
-                self._log.info("%s %s -> %s (attempt %d/%d)", method, log_path, type(exc).__name__, attempt, attempts)
+                self._log.info("%s %s -> %s (attempt %d)", method, log_path, type(exc).__name__, attempt)
             except httpx.TransportError as exc:
                 error = APIConnectionError(self.api, self._scrub(_describe_exc(exc)), method=method, path=log_path)
-                retryable = isinstance(exc, httpx.NetworkError | httpx.RemoteProtocolError)
+                retryable = method in RETRYABLE_METHODS and isinstance(
+                    exc, httpx.NetworkError | httpx.RemoteProtocolError
+                )
                 cause = exc
-                self._log.info("%s %s -> %s (attempt %d/%d)", method, log_path, type(exc).__name__, attempt, attempts)
+                self._log.info("%s %s -> %s (attempt %d)", method, log_path, type(exc).__name__, attempt)
             else:
                 elapsed_ms = (time.monotonic() - started) * 1000
                 request_id = response.headers.get("x-request-id")
                 level = logging.DEBUG if response.is_success else logging.INFO
                 self._log.log(
                     level,
-                    "%s %s -> %d (request id %s, attempt %d/%d, %.0f ms)",
+                    "%s %s -> %d (request id %s, attempt %d, %.0f ms)",
                     method,
                     log_path,
                     response.status_code,
                     request_id or "-",
                     attempt,
-                    attempts,
                     elapsed_ms,
                 )
                 if response.is_success:
                     return response
                 error = self._status_error(response, method, log_path)
                 status = response.status_code
-                retryable = status == 429 or (500 <= status <= 599 and status != 501)
+                retryable = status == 429 or (method in RETRYABLE_METHODS and 500 <= status <= 599 and status != 501)
 
-            if not retryable or attempt >= attempts:
+            delay = self._next_wait(attempt, attempts, response) if retryable else None
+            if delay is None:
                 if cause is None:
                     raise error
                 raise error from cause
-
-            delay = self._delay(attempt, response)
-            self._log.info(
-                "%s %s: retrying in %.2f s (attempt %d/%d failed)", method, log_path, delay, attempt, attempts
-            )
+            self._log.info("%s %s: retrying in %.2f s (attempt %d failed)", method, log_path, delay, attempt)
             await self._sleep(delay)
             attempt += 1
 
@@ -338,12 +387,27 @@ class ApiHTTP:
         """Build a :class:`~clients.errors.CloudAPIError` about a response that broke the API contract."""
         return CloudAPIError(self.api, message, method=method.upper(), path=httpx.URL(self.base_url + path).path)
 
-    def _delay(self, failed_attempt: int, response: httpx.Response | None) -> float:
+    def _next_wait(self, failed_attempt: int, attempts: int, response: httpx.Response | None) -> float | None:
+        """Seconds to wait before sending again, or None when the failure should reach the caller.
+
+        A 429 inside a :func:`request_deadline` block waits as long as the API asked (however often) while the
+        wait ends before the deadline. Anything else gets at most ``attempts`` tries with capped waits, and
+        never a wait past the deadline.
+        """
         hint: float | None = None
         if response is not None and response.status_code in (429, 503):
             hint = retry_delay_hint(response.headers, self._clock())
-        delay = hint if hint is not None else self.retry.backoff(failed_attempt, self._rand())
-        return min(max(0.0, delay), self.retry.max_delay_s)
+        backoff = self.retry.backoff(failed_attempt, self._rand())
+        deadline = _DEADLINE.get()
+        if deadline is not None and response is not None and response.status_code == 429:
+            delay = max(0.0, hint if hint is not None else backoff)
+            return delay if self._monotonic() + delay <= deadline else None
+        if failed_attempt >= attempts:
+            return None
+        delay = min(max(0.0, hint if hint is not None else backoff), self.retry.max_delay_s)
+        if deadline is not None and self._monotonic() + delay > deadline:
+            return None
+        return delay
 
     def _status_error(self, response: httpx.Response, method: str, path: str) -> APIStatusError:
         """Build the error for a non-2xx answer from DO's ``{id, message, request_id}`` or Coolify's body."""
@@ -425,6 +489,7 @@ class APIClient:
         timeout: httpx.Timeout | None = None,
         retry: RetryPolicy | None = None,
         sleep: Sleep | None = None,
+        throttle: Throttle | None = None,
     ) -> None:
         self._http = ApiHTTP(
             api=self.API,
@@ -436,6 +501,7 @@ class APIClient:
             timeout=timeout,
             retry=retry,
             sleep=sleep,
+            throttle=throttle,
         )
 
     def __repr__(self) -> str:

@@ -32,6 +32,9 @@ class PipelineConfig:
     cleanup_timeout_s: float = 120.0
     #: First delay before re-running a step after a transient error (doubles per attempt, capped at 30 s).
     step_retry_delay_s: float = 2.0
+    #: After a droplet create whose answer was lost, how long to keep looking for it by tag before creating
+    #: again (DigitalOcean's list can lag a create).
+    create_lookup_s: float = 10.0
 
     @classmethod
     def from_settings(cls, settings: Settings) -> PipelineConfig:

@@ -13,12 +13,14 @@ import logging
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 
-from clients.errors import CloudAPIError, NotFoundError
+from clients.errors import CloudAPIError, NotFoundError, RateLimitedError
+from clients.http import request_deadline
 from jobs import steps
 from jobs.errors import CancelledByUserError, StepFailedError
 from jobs.run import TRANSIENT_ERRORS, Run
 from models.deployment import DeploymentStage, DeploymentStatus
 from models.slot import release_slot
+from settings import Timings
 
 logger = logging.getLogger("deployer.pipeline")
 
@@ -36,6 +38,15 @@ STEPS: tuple[Step, ...] = (
 )
 #: Re-runs of one step after a transient cloud error (its lookups make a re-run safe).
 STEP_ATTEMPTS = 3
+
+
+def step_budget(step: Step, timings: Timings) -> float:
+    """Seconds one step may take, rate-limit waits included: the deadline of the stage it belongs to."""
+    if step in (steps.create_droplet, steps.wait_droplet):
+        return timings.droplet_timeout_s
+    if step in (steps.register_server, steps.validate_server):
+        return timings.server_timeout_s
+    return timings.build_timeout_s
 
 
 async def run_pipeline(run: Run) -> None:
@@ -65,15 +76,23 @@ async def run_pipeline(run: Run) -> None:
 
 
 async def _run_step(run: Run, step: Step) -> None:
-    for attempt in range(1, STEP_ATTEMPTS + 1):
-        try:
-            await step(run)
-            return
-        except TRANSIENT_ERRORS as exc:
-            if attempt == STEP_ATTEMPTS:
+    """Run one step, re-running it after a transient cloud error.
+
+    Inside the step's deadline the clients wait out every 429 as long as the API asks; a 429 that still reaches
+    here could not be waited for before the deadline, so the step fails at once with that reason.
+    """
+    with request_deadline(step_budget(step, run.deps.config.timings)):
+        for attempt in range(1, STEP_ATTEMPTS + 1):
+            try:
+                await step(run)
+                return
+            except RateLimitedError:
                 raise
-            await run.event(f"Temporary error ({exc}); retrying the step (attempt {attempt + 1})")
-            await run.sleep(min(30.0, run.deps.config.step_retry_delay_s * 2 ** (attempt - 1)))
+            except TRANSIENT_ERRORS as exc:
+                if attempt == STEP_ATTEMPTS:
+                    raise
+                await run.event(f"Temporary error ({exc}); retrying the step (attempt {attempt + 1})")
+                await run.sleep(min(30.0, run.deps.config.step_retry_delay_s * 2 ** (attempt - 1)))
 
 
 async def fail(run: Run, reason: str, *, status: DeploymentStatus = DeploymentStatus.FAILED) -> None:
@@ -108,6 +127,11 @@ async def fail(run: Run, reason: str, *, status: DeploymentStatus = DeploymentSt
 
 async def cleanup(run: Run) -> list[str]:
     """Delete the Coolify server and the droplet and confirm both are gone; returns what could not be done."""
+    with request_deadline(2 * run.deps.config.cleanup_timeout_s):
+        return await _delete_resources(run)
+
+
+async def _delete_resources(run: Run) -> list[str]:
     problems: list[str] = []
     deployment = run.deployment
     coolify, do = run.deps.coolify, run.deps.digitalocean

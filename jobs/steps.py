@@ -7,30 +7,27 @@ therefore resumes instead of creating a second droplet, server or application.
 
 from __future__ import annotations
 
-import html
-import re
+from datetime import UTC, datetime
 
 from clients.coolify import EnvVarSpec
-from clients.errors import (
-    APIConnectionError,
-    ConflictError,
-    NotFoundError,
-    RateLimitedError,
-    UpstreamServerError,
-)
+from clients.digitalocean import Droplet, ssh_key_fingerprint
+from clients.errors import APIConnectionError, ConflictError, NotFoundError, UpstreamServerError
+from jobs.buildlog import failure_tail
 from jobs.errors import StepFailedError
 from jobs.run import Run
 from jobs.spec import DockerSource, GitSource
+from jobs.validation import validate_until_usable
 from models.deployment import DeploymentStage, DeploymentStatus
 
 #: Tag on every droplet deployer creates, so a sweep can find orphans.
 OWNER_TAG = "deployer"
 SSH_KEY_NAME = "deployer-coolify"
-_TAGS = re.compile(r"<[^>]+>")
+#: Lookups of the deployment's tag after a create whose answer was lost, spread over `create_lookup_s`.
+CREATE_LOOKUPS = 5
 
 
 def application_marker(run: Run) -> str:
-    """The description deployer gives the Coolify application, which identifies its deployment."""
+    """The description deployer gives the Coolify server and application, which identifies its deployment."""
     return f"deployer deployment {run.deployment.id}"
 
 
@@ -69,16 +66,32 @@ async def create_droplet(run: Run) -> None:
             ssh_keys=[key.fingerprint],
             tags=[OWNER_TAG, deployment_tag(run)],
         )
-    except (APIConnectionError, UpstreamServerError, RateLimitedError):
-        # The create may have happened anyway: look before anyone creates again.
-        await run.sleep(run.deps.config.timings.droplet_poll_interval_s)
-        existing = await do.list_droplets(tag_name=deployment_tag(run))
-        if not existing:
+    except (APIConnectionError, UpstreamServerError) as exc:
+        # The create may have happened anyway, and DigitalOcean's list can lag a create: look a few times
+        # before anyone creates again.
+        found = await _find_uncertain_droplet(run)
+        if found is None:
             raise
-        droplet = existing[0]
+        droplet = found
+        await run.event(f"The create answered {exc.__class__.__name__}, but droplet {droplet.id} exists; adopting it")
     except ConflictError as exc:
         raise StepFailedError(f"DigitalOcean refused to create the droplet: {exc.message}") from exc
     await run.event(f"Droplet {droplet.id} created (status {droplet.status})", droplet_id=droplet.id)
+
+
+async def _find_uncertain_droplet(run: Run) -> Droplet | None:
+    """Look the deployment's tag up `CREATE_LOOKUPS` times over `create_lookup_s`; the droplet if it shows."""
+    window = run.deps.config.create_lookup_s
+    for lookup in range(1, CREATE_LOOKUPS + 1):
+        await run.sleep(window / CREATE_LOOKUPS)
+        try:
+            existing = await run.deps.digitalocean.list_droplets(tag_name=deployment_tag(run))
+        except (APIConnectionError, UpstreamServerError):
+            existing = []
+        if existing:
+            return existing[0]
+        await run.event(f"Droplet not listed yet after an uncertain create (lookup {lookup}/{CREATE_LOOKUPS})")
+    return None
 
 
 async def wait_droplet(run: Run) -> None:
@@ -125,60 +138,72 @@ async def _private_key_uuid(run: Run) -> str:
 
 
 async def register_server(run: Run) -> None:
-    """Register the droplet as a Coolify server (or adopt the one already registered for its IP)."""
+    """Register the droplet as a Coolify server (or adopt the one this deployment registered earlier).
+
+    DigitalOcean reuses IP addresses, so a server already registered at this IP is adopted only when its
+    description names this deployment; any other is a conflict the operator must clear.
+    """
     deployment = run.deployment
     if deployment.server_uuid:
         return
     ip = str(deployment.ip_address)
     await run.event(f"Registering {ip} as a Coolify server", stage=DeploymentStage.REGISTER_SERVER)
     coolify = run.deps.coolify
-    for server in await coolify.list_servers():
-        if server.ip == ip:
-            await run.event(f"Adopted Coolify server {server.uuid}", server_uuid=server.uuid)
-            return
+    server_uuid = await _our_server_at(run, ip)
+    if server_uuid is not None:
+        await run.event(
+            f"Adopted Coolify server {server_uuid} registered by an earlier attempt", server_uuid=server_uuid
+        )
+        return
     try:
         server_uuid = await coolify.create_server(
             name=str(deployment.droplet_name),
             ip=ip,
             private_key_uuid=await _private_key_uuid(run),
-            description=f"deployer deployment {deployment.id}",
+            description=application_marker(run),
         )
-    except ConflictError as exc:
-        for server in await coolify.list_servers():
-            if server.ip == ip:
-                server_uuid = server.uuid
-                break
-        else:
+    except ConflictError as exc:  # 400 "already in use": someone registered this IP meanwhile
+        server_uuid = await _our_server_at(run, ip)
+        if server_uuid is None:
             raise StepFailedError(f"Coolify refused the server: {exc.message}") from exc
     except NotFoundError as exc:
         raise StepFailedError(f"Coolify refused the server: {exc.message}") from exc
     await run.event(f"Coolify server {server_uuid} registered", server_uuid=server_uuid)
 
 
+async def _our_server_at(run: Run, ip: str) -> str | None:
+    """The uuid of this deployment's server at `ip`; a conflict error if another server holds the IP."""
+    for server in await run.deps.coolify.list_servers():
+        if server.ip != ip:
+            continue
+        if server.description == application_marker(run):
+            return server.uuid
+        raise StepFailedError(
+            f"Coolify already has a server at {ip} (uuid {server.uuid}, name {server.name!r}) that this deployment"
+            " did not register. DigitalOcean reuses IP addresses: if it belongs to a droplet that no longer"
+            " exists, delete that server in Coolify and deploy again."
+        )
+    return None
+
+
 async def validate_server(run: Run) -> None:
-    """Ask Coolify to validate the server (installing Docker) and wait until it is usable."""
-    server_uuid = str(run.deployment.server_uuid)
+    """Have Coolify validate the server and install Docker, waiting out a late sshd; store that it is done."""
+    deployment = run.deployment
+    if deployment.server_validated_at is not None:
+        return
     await run.event("Validating the server in Coolify", stage=DeploymentStage.VALIDATE_SERVER)
-    await run.deps.coolify.validate_server(server_uuid, install=True)
-
-    async def check(attempt: int) -> tuple[bool | None, str]:
-        server = await run.deps.coolify.get_server(server_uuid)
-        if server.ready:
-            return True, "ready"
-        if server.failed:
-            logs = _TAGS.sub(" ", html.unescape(server.validation_logs or ""))
-            raise StepFailedError(f"Coolify could not validate the server: {' '.join(logs.split())[:300]}")
-        flags = f"reachable={server.is_reachable}, usable={server.is_usable}"
-        return None, f"validating ({flags})"
-
-    timings = run.deps.config.timings
-    await run.poll(
-        "Coolify to validate the server",
-        check,
-        interval=timings.server_poll_interval_s,
-        timeout=timings.server_timeout_s,
+    config = run.deps.config
+    key = config.coolify_private_key_uuid or "found by COOLIFY_SSH_PUBLIC_KEY"
+    try:
+        fingerprint = ssh_key_fingerprint(config.ssh_public_key)
+    except ValueError:
+        fingerprint = "unreadable"
+    hint = (
+        f"Check that COOLIFY_SSH_PUBLIC_KEY (MD5 {fingerprint}, given to DigitalOcean for the droplet's root login)"
+        f" is the public half of Coolify's private key ({key})."
     )
-    await run.event("Server is reachable and usable")
+    await validate_until_usable(run, str(deployment.server_uuid), key_hint=hint)
+    await run.event("Server is reachable and usable", server_validated_at=datetime.now(UTC))
 
 
 async def create_application(run: Run) -> None:
@@ -214,6 +239,7 @@ async def create_application(run: Run) -> None:
                         git_repository=spec.source.repository,
                         git_branch=spec.source.branch,
                         build_pack=spec.source.build_pack,
+                        base_directory=spec.source.base_directory,
                         **common,  # type: ignore[arg-type]
                     )
                 else:
@@ -257,7 +283,8 @@ async def start_deployment(run: Run) -> None:
 
 
 async def wait_build(run: Run) -> None:
-    """Poll the Coolify deployment until it finishes; a failed or cancelled build fails the step."""
+    """Poll the Coolify deployment until it finishes; a failed or cancelled build fails the step with the last
+    lines of its output."""
     deployment_uuid = str(run.deployment.coolify_deployment_uuid)
     await run.event("Waiting for the build", stage=DeploymentStage.WAIT_BUILD)
 
@@ -266,7 +293,13 @@ async def wait_build(run: Run) -> None:
         if build.status == "finished":
             return build.status, "finished"
         if build.terminal:
-            raise StepFailedError(f"Coolify build {deployment_uuid} ended with status {build.status}")
+            tail = failure_tail(build.log_lines(), secrets=[value for _, value in run.env])
+            if not tail:
+                raise StepFailedError(f"Coolify build {deployment_uuid} ended with status {build.status}")
+            await run.event(f"Last lines of the build output:\n{tail}")
+            raise StepFailedError(
+                f"Coolify build {deployment_uuid} ended with status {build.status}; last lines of its output:\n{tail}"
+            )
         return None, f"build {build.status}"
 
     timings = run.deps.config.timings

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 from collections.abc import AsyncIterator
 from typing import Any
@@ -18,7 +19,12 @@ from clients.coolify import (
     EnvVar,
     EnvVarSpec,
     PrivateKey,
+    Project,
     Server,
+    ValidationFailure,
+    classify_validation_failure,
+    parse_build_logs,
+    validation_text,
 )
 from clients.errors import (
     APIStatusError,
@@ -29,7 +35,7 @@ from clients.errors import (
     RateLimitedError,
     UpstreamServerError,
 )
-from clients.http import RetryPolicy
+from clients.http import RetryPolicy, request_deadline
 from tests.clients.conftest import FakeSleep
 
 API_URL = "https://coolify.example.test"
@@ -187,7 +193,7 @@ async def test_list_servers_reads_top_level_flags(coolify: CoolifyClient, httpx_
         True,
         True,
     )
-    assert server.ready
+    assert server.usable
 
 
 async def test_get_server_reads_settings(coolify: CoolifyClient, httpx_mock: HTTPXMock) -> None:
@@ -217,24 +223,117 @@ async def test_get_server_reads_settings(coolify: CoolifyClient, httpx_mock: HTT
         is_validating=True,
         validation_logs=None,
     )
-    assert not server.ready
-    assert not server.failed
+    assert not server.usable
 
 
 @pytest.mark.parametrize(
-    ("settings", "logs", "ready", "failed"),
+    ("settings", "logs", "usable"),
     [
-        ({"is_reachable": True, "is_usable": True, "force_disabled": False}, None, True, False),
-        ({"is_reachable": True, "is_usable": True, "force_disabled": True}, None, False, False),
-        ({"is_reachable": False, "is_usable": False}, "Server is not reachable.", False, True),
-        ({"is_reachable": True, "is_usable": True}, "<p>Docker not installed</p>", False, True),
-        ({}, None, False, False),
+        ({"is_reachable": True, "is_usable": True, "force_disabled": False}, None, True),
+        ({"is_reachable": True, "is_usable": True, "force_disabled": True}, None, False),
+        ({"is_reachable": False, "is_usable": False}, "Server is not reachable.", False),
+        # The install job never clears logs: an old failure next to good flags is still usable.
+        ({"is_reachable": True, "is_usable": True}, "Server is not reachable. Error: Connection refused", True),
+        ({}, None, False),
     ],
 )
-def test_server_ready_and_failed(settings: dict[str, Any], logs: str | None, ready: bool, failed: bool) -> None:
-    """ready needs reachable, usable, not force-disabled and no logs; failed means logs were written."""
+def test_server_usable_reads_flags_not_logs(settings: dict[str, Any], logs: str | None, usable: bool) -> None:
+    """usable needs reachable, usable and not force-disabled; leftover validation_logs are no verdict."""
     server = Server.from_api({"uuid": "s", "name": "n", "ip": "1.2.3.4", "settings": settings, "validation_logs": logs})
-    assert (server.ready, server.failed) == (ready, failed)
+    assert server.usable is usable
+
+
+UNREACHABLE_LOG = (
+    "Server is not reachable. Please validate your configuration and connection.<br>Check this "
+    '<a target="_blank" class="underline" href="https://coolify.io/docs/knowledge-base/server/openssh">'
+    "documentation</a> for further help. <br><br>Error: ssh: connect to host 203.0.113.7 port 22: "
+    "Connection refused"
+)
+
+
+@pytest.mark.parametrize(
+    ("logs", "kind"),
+    [
+        (UNREACHABLE_LOG, ValidationFailure.UNREACHABLE),
+        (UNREACHABLE_LOG.replace("Connection refused", "Connection timed out"), ValidationFailure.UNREACHABLE),
+        (UNREACHABLE_LOG.replace("Connection refused", "No route to host"), ValidationFailure.UNREACHABLE),
+        (
+            UNREACHABLE_LOG.replace("ssh: connect to host 203.0.113.7 port 22: Connection refused", ""),
+            ValidationFailure.UNREACHABLE,
+        ),
+        (
+            UNREACHABLE_LOG.replace(
+                "ssh: connect to host 203.0.113.7 port 22: Connection refused",
+                "root@203.0.113.7: Permission denied (publickey).",
+            ),
+            ValidationFailure.KEY_REJECTED,
+        ),
+        ("Docker Engine could not be installed after 3 attempts.", ValidationFailure.OTHER),
+        ("Server OS type is not supported.", ValidationFailure.OTHER),
+    ],
+)
+def test_classify_validation_failure(logs: str, kind: ValidationFailure) -> None:
+    """A refused, timed-out or unroutable SSH is 'not yet'; a refused key is final; anything else is other."""
+    assert classify_validation_failure(logs) is kind
+
+
+def test_validation_text_is_plain_one_line() -> None:
+    """HTML tags and entities are gone, whitespace collapsed."""
+    text = validation_text(UNREACHABLE_LOG.replace("Connection refused", "&quot;refused&quot;"))
+    assert "<" not in text
+    assert text.endswith('Error: ssh: connect to host 203.0.113.7 port 22: "refused"')
+
+
+def test_parse_build_logs_skips_hidden_and_strips_ansi() -> None:
+    """Visible entries only, ANSI colour codes and carriage returns removed, multi-line outputs split."""
+    raw = json.dumps(
+        [
+            {"command": "docker exec x", "output": "internal", "type": "stdout", "hidden": True, "batch": 1},
+            {"command": None, "output": "\u001b[32m#1 building\u001b[0m\r\n#2 done", "type": "stdout", "hidden": False},
+            {"command": None, "output": "ERROR: failed to solve", "type": "stderr", "hidden": False},
+            {"command": None, "output": "   ", "type": "stdout", "hidden": False},
+        ]
+    )
+    lines = parse_build_logs(raw)
+    assert [(line.output, line.stderr) for line in lines] == [
+        ("#1 building", False),
+        ("#2 done", False),
+        ("ERROR: failed to solve", True),
+    ]
+
+
+@pytest.mark.parametrize("raw", [None, "", "not json", "{}", json.dumps([1, "x", {"output": 5}])])
+def test_parse_build_logs_tolerates_garbage(raw: str | None) -> None:
+    """Missing or malformed logs give no lines, never an error."""
+    assert parse_build_logs(raw) == []
+
+
+async def test_get_deployment_keeps_logs(coolify: CoolifyClient, httpx_mock: HTTPXMock) -> None:
+    """The deployment record keeps the raw logs and reads its visible lines."""
+    logs = json.dumps([{"output": "Step 1/3", "type": "stdout", "hidden": False}])
+    httpx_mock.add_response(
+        url=f"{V1}/deployments/d1", json={"deployment_uuid": "d1", "status": "failed", "logs": logs}
+    )
+    deployment = await coolify.get_deployment("d1")
+    assert [line.output for line in deployment.log_lines()] == ["Step 1/3"]
+    assert "Step" not in repr(deployment)
+
+
+async def test_get_private_key_and_project(coolify: CoolifyClient, httpx_mock: HTTPXMock) -> None:
+    """A key by uuid with its public half; a project with its environments' names."""
+    httpx_mock.add_response(
+        url=f"{V1}/security/keys/k1",
+        match_headers=AUTH,
+        json={"uuid": "k1", "name": "key", "public_key": "ssh-ed25519 AAAA", "fingerprint": "SHA256:x"},
+    )
+    httpx_mock.add_response(
+        url=f"{V1}/projects/p1",
+        match_headers=AUTH,
+        json={"uuid": "p1", "name": "proj", "environments": [{"id": 1, "name": "production"}, {"name": "staging"}]},
+    )
+    key = await coolify.get_private_key("k1")
+    assert (key.uuid, key.public_key) == ("k1", "ssh-ed25519 AAAA")
+    assert await coolify.get_project("p1") == Project(uuid="p1", name="proj", environments=("production", "staging"))
 
 
 async def test_create_server_exact_body(coolify: CoolifyClient, httpx_mock: HTTPXMock) -> None:
@@ -457,6 +556,7 @@ async def test_create_public_application_exact_body(coolify: CoolifyClient, http
             "instant_deploy": False,
             "description": "d",
             "domains": "https://eliza.example",
+            "base_directory": "/apps/web",
         },
         status_code=201,
         json={"uuid": APP, "domains": "https://eliza.example"},
@@ -472,6 +572,7 @@ async def test_create_public_application_exact_body(coolify: CoolifyClient, http
         ports_exposes="3000",
         description="d",
         domains="https://eliza.example",
+        base_directory="/apps/web",
     )
     assert app == Application(
         uuid=APP, name="eliza", status=None, fqdn="https://eliza.example", build_pack="dockerfile"
@@ -658,8 +759,11 @@ async def test_deploy_picks_entry_for_the_app(coolify: CoolifyClient, httpx_mock
     assert (await coolify.deploy(APP)).deployment_uuid == "dep-3"
 
 
-async def test_deploy_queue_full_not_retried(coolify: CoolifyClient, httpx_mock: HTTPXMock, sleep: FakeSleep) -> None:
-    """A 429 from /deploy (queue full) is raised with retry_after, never re-sent."""
+async def test_deploy_queue_full_waits_retry_after_within_the_deadline(
+    coolify: CoolifyClient, httpx_mock: HTTPXMock, sleep: FakeSleep
+) -> None:
+    """A 429 from /deploy (queue full) was not processed: inside a step deadline it is sent again after the
+    full Retry-After, even past the retry policy's usual cap."""
     httpx_mock.add_response(
         method="POST",
         url=f"{V1}/deploy",
@@ -667,7 +771,29 @@ async def test_deploy_queue_full_not_retried(coolify: CoolifyClient, httpx_mock:
         json={"message": "Deployment queue is full."},
         headers={"Retry-After": "60"},
     )
-    with pytest.raises(RateLimitedError) as info:
+    httpx_mock.add_response(
+        method="POST",
+        url=f"{V1}/deploy",
+        json={"deployments": [{"message": "queued", "resource_uuid": APP, "deployment_uuid": "dep-1"}]},
+    )
+    with request_deadline(600):
+        result = await coolify.deploy(APP)
+    assert result.deployment_uuid == "dep-1"
+    assert sleep.calls == [60.0]
+
+
+async def test_deploy_queue_full_raised_when_the_wait_does_not_fit(
+    coolify: CoolifyClient, httpx_mock: HTTPXMock, sleep: FakeSleep
+) -> None:
+    """A 429 whose Retry-After ends after the step's deadline reaches the caller at once, with retry_after."""
+    httpx_mock.add_response(
+        method="POST",
+        url=f"{V1}/deploy",
+        status_code=429,
+        json={"message": "Deployment queue is full."},
+        headers={"Retry-After": "60"},
+    )
+    with request_deadline(10), pytest.raises(RateLimitedError) as info:
         await coolify.deploy(APP)
     assert info.value.retry_after == 60.0
     assert len(httpx_mock.get_requests()) == 1

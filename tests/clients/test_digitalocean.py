@@ -300,26 +300,32 @@ async def test_create_droplet_omits_absent_user_data(do: DigitalOceanClient, htt
     await do.create_droplet(name="n", region="ams3", size="s", image="i", ssh_keys=[], tags=[])
 
 
-@pytest.mark.parametrize(
-    "failure",
-    [
-        {"status_code": 500, "json": {"id": "server_error", "message": "Server Error"}},
-        {
-            "status_code": 429,
-            "json": {"id": "too_many_requests", "message": "x"},
-            "headers": {"Retry-After": "1"},
-        },
-    ],
-)
-async def test_create_droplet_never_retried_on_status(
-    do: DigitalOceanClient, httpx_mock: HTTPXMock, sleep: FakeSleep, failure: dict[str, Any]
+async def test_create_droplet_never_retried_on_5xx(
+    do: DigitalOceanClient, httpx_mock: HTTPXMock, sleep: FakeSleep
 ) -> None:
-    """A create that fails with 5xx or 429 is not re-sent: it may have made a droplet."""
-    httpx_mock.add_response(method="POST", url=f"{V2}/droplets", **failure)
+    """A create that fails with a 5xx is not re-sent: it may have made a droplet."""
+    httpx_mock.add_response(
+        method="POST", url=f"{V2}/droplets", status_code=500, json={"id": "server_error", "message": "Server Error"}
+    )
     with pytest.raises(CloudAPIError):
         await do.create_droplet(name="n", region="r", size="s", image="i", ssh_keys=[], tags=[])
     assert len(httpx_mock.get_requests()) == 1
     assert sleep.calls == []
+
+
+async def test_create_droplet_resent_after_429(do: DigitalOceanClient, httpx_mock: HTTPXMock, sleep: FakeSleep) -> None:
+    """A create refused with 429 made nothing (the limiter answers first): it is sent again after Retry-After."""
+    httpx_mock.add_response(
+        method="POST",
+        url=f"{V2}/droplets",
+        status_code=429,
+        json={"id": "too_many_requests", "message": "API Rate limit exceeded."},
+        headers={"Retry-After": "3"},
+    )
+    httpx_mock.add_response(method="POST", url=f"{V2}/droplets", status_code=202, json={"droplet": droplet_json()})
+    droplet = await do.create_droplet(name="n", region="r", size="s", image="i", ssh_keys=[], tags=[])
+    assert droplet.id == droplet_json()["id"]
+    assert sleep.calls == [3.0]
 
 
 async def test_create_droplet_never_retried_on_timeout(
@@ -541,3 +547,99 @@ async def test_delete_droplet_retried_then_gone(
     httpx_mock.add_response(method="DELETE", url=f"{V2}/droplets/9", status_code=404, json={"id": "not_found"})
     assert await do.delete_droplet(9) is False
     assert sleep.calls == [0.5]
+
+
+# -- catalog ---------------------------------------------------------------------------------------------
+
+
+async def test_list_regions_and_sizes_follow_pages(do: DigitalOceanClient, httpx_mock: HTTPXMock) -> None:
+    """The catalog lists are read whole, page by page, into typed records."""
+    httpx_mock.add_response(
+        url=f"{V2}/regions?per_page=200",
+        match_headers=AUTH,
+        json={
+            "regions": [{"slug": "nyc3", "name": "New York 3", "available": True, "sizes": ["s-1vcpu-1gb"]}],
+            "links": {"pages": {"next": f"{V2}/regions?page=2&per_page=200"}},
+            "meta": {"total": 2},
+        },
+    )
+    httpx_mock.add_response(
+        url=f"{V2}/regions?page=2&per_page=200",
+        json={
+            "regions": [{"slug": "ams3", "name": "Amsterdam 3", "available": False, "sizes": []}],
+            "meta": {"total": 2},
+        },
+    )
+    httpx_mock.add_response(
+        url=f"{V2}/sizes?per_page=200",
+        json={
+            "sizes": [
+                {
+                    "slug": "s-1vcpu-1gb",
+                    "available": True,
+                    "regions": ["nyc3"],
+                    "vcpus": 1,
+                    "memory": 1024,
+                    "price_monthly": 6.0,
+                }
+            ],
+            "meta": {"total": 1},
+        },
+    )
+    regions = await do.list_regions()
+    assert [(r.slug, r.available, r.sizes) for r in regions] == [("nyc3", True, ("s-1vcpu-1gb",)), ("ams3", False, ())]
+    [size] = await do.list_sizes()
+    assert (size.slug, size.regions, size.vcpus, size.memory_mb, size.price_monthly) == (
+        "s-1vcpu-1gb",
+        ("nyc3",),
+        1,
+        1024,
+        6.0,
+    )
+
+
+async def test_get_image_by_slug(do: DigitalOceanClient, httpx_mock: HTTPXMock) -> None:
+    """An image by slug; an unknown one is NotFoundError."""
+    httpx_mock.add_response(
+        url=f"{V2}/images/ubuntu-24-04-x64",
+        json={
+            "image": {
+                "id": 7,
+                "slug": "ubuntu-24-04-x64",
+                "name": "24.04 (LTS) x64",
+                "distribution": "Ubuntu",
+                "regions": ["nyc3"],
+                "status": "available",
+            }
+        },
+    )
+    httpx_mock.add_response(
+        url=f"{V2}/images/nope", status_code=404, json={"id": "not_found", "message": "The resource was not found."}
+    )
+    image = await do.get_image("ubuntu-24-04-x64")
+    assert (image.id, image.slug, image.distribution, image.regions) == (7, "ubuntu-24-04-x64", "Ubuntu", ("nyc3",))
+    with pytest.raises(NotFoundError):
+        await do.get_image("nope")
+
+
+@pytest.mark.parametrize(
+    ("status", "body", "writable"),
+    [
+        (422, {"id": "unprocessable_entity", "message": "name is too short"}, True),
+        (403, {"id": "forbidden", "message": "You do not have access for the attempted action."}, False),
+        (401, {"id": "unauthorized", "message": "Unable to authenticate you."}, False),
+    ],
+)
+async def test_can_write_probes_without_creating(
+    do: DigitalOceanClient, httpx_mock: HTTPXMock, status: int, body: dict[str, str], writable: bool
+) -> None:
+    """An empty tag name is refused by validation for a writing token and by authorization for a read-only one."""
+    httpx_mock.add_response(method="POST", url=f"{V2}/tags", match_json={"name": ""}, status_code=status, json=body)
+    assert await do.can_write() is writable
+
+
+async def test_can_write_refuses_a_created_tag(do: DigitalOceanClient, httpx_mock: HTTPXMock) -> None:
+    """A probe that created something is a broken API, reported rather than taken as a yes."""
+    httpx_mock.add_response(method="POST", url=f"{V2}/tags", status_code=201, json={"tag": {"name": ""}})
+    with pytest.raises(CloudAPIError):
+        await do.can_write()

@@ -20,7 +20,7 @@ from clients.errors import (
     RateLimitedError,
     UpstreamServerError,
 )
-from clients.http import DEFAULT_TIMEOUT, ApiHTTP, RetryPolicy, retry_delay_hint
+from clients.http import DEFAULT_TIMEOUT, ApiHTTP, RetryPolicy, current_deadline, request_deadline, retry_delay_hint
 from tests.clients.conftest import FakeSleep
 
 BASE = "https://api.example.test/v2"
@@ -401,11 +401,11 @@ async def test_4xx_not_retried(http: ApiHTTP, httpx_mock: HTTPXMock, sleep: Fake
 
 
 @pytest.mark.parametrize("method", ["POST", "PATCH"])
-@pytest.mark.parametrize("status", [429, 500, 503])
+@pytest.mark.parametrize("status", [500, 502, 503])
 async def test_post_and_patch_never_retried_on_status(
     http: ApiHTTP, httpx_mock: HTTPXMock, sleep: FakeSleep, method: str, status: int
 ) -> None:
-    """POST and PATCH are sent once even on 429/5xx: a create may already have happened."""
+    """POST and PATCH are sent once on a 5xx: a create may already have happened."""
     httpx_mock.add_response(
         method=method,
         url=f"{BASE}/x",
@@ -535,7 +535,7 @@ async def test_waits_capped_by_max_delay(
 
 async def test_rate_limited_error_reports_retry_after(make_http: Callable[..., ApiHTTP], httpx_mock: HTTPXMock) -> None:
     """A 429 that reaches the caller says how long the API asked to wait."""
-    client = make_http(api="coolify")
+    client = make_http(api="coolify", retry=RetryPolicy(max_attempts=1))
     httpx_mock.add_response(
         method="POST",
         url=f"{BASE}/deploy",
@@ -623,9 +623,9 @@ async def test_logs_attempts_without_secrets(
     )
     await http.send("GET", "/droplets", params={"tag_name": "secret-tag"})
     lines = [r.getMessage() for r in caplog.records if r.name == LOGGER]
-    assert any("GET /v2/droplets -> 503" in line and "rid-1" in line and "attempt 1/4" in line for line in lines)
+    assert any("GET /v2/droplets -> 503" in line and "rid-1" in line and "attempt 1" in line for line in lines)
     assert any("retrying in 0.50 s" in line for line in lines)
-    assert any("GET /v2/droplets -> 200" in line and "rid-2" in line and "attempt 2/4" in line for line in lines)
+    assert any("GET /v2/droplets -> 200" in line and "rid-2" in line and "attempt 2" in line for line in lines)
     text = "\n".join(lines)
     for secret in (TOKEN, "body-value", "secret-tag", "Bearer"):
         assert secret not in text
@@ -644,4 +644,136 @@ async def test_logs_transport_errors_by_class(
         await client.send("POST", "/x", json={"value": "v"})
     await client.aclose()
     lines = [r.getMessage() for r in caplog.records if r.name == LOGGER]
-    assert lines == ["POST /v2/x -> ConnectError (attempt 1/1)"]
+    assert lines == ["POST /v2/x -> ConnectError (attempt 1)"]
+
+
+# -- 429 is "not yet", for every method; deadlines -----------------------------------------------------
+
+
+class SteppingTime:
+    """A monotonic clock that moves forward by exactly what the client sleeps."""
+
+    def __init__(self) -> None:
+        self.now = 1000.0
+        self.calls: list[float] = []
+
+    def __call__(self) -> float:
+        return self.now
+
+    async def sleep(self, seconds: float) -> None:
+        self.calls.append(seconds)
+        self.now += seconds
+
+
+@pytest.mark.parametrize("method", ["POST", "PATCH", "GET"])
+async def test_429_is_retried_for_every_method(
+    http: ApiHTTP, httpx_mock: HTTPXMock, sleep: FakeSleep, method: str
+) -> None:
+    """A 429 is answered before the request is processed, so even a POST is sent again after Retry-After."""
+    httpx_mock.add_response(method=method, url=f"{BASE}/x", status_code=429, headers={"Retry-After": "2"})
+    httpx_mock.add_response(method=method, url=f"{BASE}/x", json={"ok": True})
+    assert (await http.send_json(method, "/x", json={"a": 1} if method != "GET" else None)) == {"ok": True}
+    assert len(httpx_mock.get_requests()) == 2
+    assert sleep.calls == [2.0]
+
+
+async def test_429_without_deadline_gives_up_after_max_attempts(
+    http: ApiHTTP, httpx_mock: HTTPXMock, sleep: FakeSleep
+) -> None:
+    """Outside a deadline block, a POST that keeps getting 429 is bounded by the retry policy."""
+    for _ in range(4):
+        httpx_mock.add_response(method="POST", url=f"{BASE}/x", status_code=429, headers={"Retry-After": "1"})
+    with pytest.raises(RateLimitedError):
+        await http.send("POST", "/x")
+    assert len(httpx_mock.get_requests()) == 4
+    assert sleep.calls == [1.0, 1.0, 1.0]
+
+
+async def test_429_inside_deadline_waits_as_often_as_needed(
+    make_http: Callable[..., ApiHTTP], httpx_mock: HTTPXMock
+) -> None:
+    """Inside a deadline a POST is retried past max_attempts and waits the full Retry-After past max_delay_s."""
+    time = SteppingTime()
+    client = make_http(sleep=time.sleep, monotonic=time, retry=RetryPolicy(max_attempts=2, max_delay_s=5, jitter=0))
+    for _ in range(6):
+        httpx_mock.add_response(method="POST", url=f"{BASE}/x", status_code=429, headers={"Retry-After": "20"})
+    httpx_mock.add_response(method="POST", url=f"{BASE}/x", status_code=201, json={"id": 1})
+    with request_deadline(200, clock=time):
+        assert await client.send_json("POST", "/x") == {"id": 1}
+    await client.aclose()
+    assert time.calls == [20.0] * 6
+
+
+async def test_429_inside_deadline_stops_when_the_wait_would_pass_it(
+    make_http: Callable[..., ApiHTTP], httpx_mock: HTTPXMock
+) -> None:
+    """The retry that would end after the deadline is not waited for: the 429 reaches the caller."""
+    time = SteppingTime()
+    client = make_http(sleep=time.sleep, monotonic=time)
+    for _ in range(3):
+        httpx_mock.add_response(method="POST", url=f"{BASE}/x", status_code=429, headers={"Retry-After": "20"})
+    with request_deadline(50, clock=time), pytest.raises(RateLimitedError) as info:
+        await client.send("POST", "/x")
+    await client.aclose()
+    assert info.value.retry_after == 20.0
+    assert time.calls == [20.0, 20.0]
+
+
+async def test_429_honours_ratelimit_reset_inside_deadline(
+    make_http: Callable[..., ApiHTTP], httpx_mock: HTTPXMock
+) -> None:
+    """DigitalOcean's hourly-limit 429 has no Retry-After: the wait runs to ratelimit-reset."""
+    time = SteppingTime()
+    client = make_http(sleep=time.sleep, monotonic=time)
+    httpx_mock.add_response(
+        url=f"{BASE}/x",
+        status_code=429,
+        headers={"ratelimit-remaining": "0", "ratelimit-reset": str(int(NOW + 45))},
+    )
+    httpx_mock.add_response(url=f"{BASE}/x", json={})
+    with request_deadline(100, clock=time):
+        await client.send("GET", "/x")
+    await client.aclose()
+    assert time.calls == [45.0]
+
+
+async def test_5xx_backoff_never_sleeps_past_the_deadline(
+    make_http: Callable[..., ApiHTTP], httpx_mock: HTTPXMock
+) -> None:
+    """A GET's backoff after a 5xx that would end after the deadline is not taken."""
+    time = SteppingTime()
+    client = make_http(sleep=time.sleep, monotonic=time, retry=RetryPolicy(base_delay_s=4.0, jitter=0.0))
+    for _ in range(2):
+        httpx_mock.add_response(url=f"{BASE}/x", status_code=503)
+    with request_deadline(6, clock=time), pytest.raises(UpstreamServerError):
+        await client.send("GET", "/x")
+    await client.aclose()
+    assert time.calls == [4.0]
+
+
+def test_nested_deadlines_keep_the_earlier() -> None:
+    """An inner block cannot extend the outer deadline; leaving a block restores the outer one."""
+    time = SteppingTime()
+    assert current_deadline() is None
+    with request_deadline(10, clock=time) as outer:
+        with request_deadline(100, clock=time) as inner:
+            assert inner == outer == current_deadline() == 1010.0
+        with request_deadline(5, clock=time) as inner:
+            assert inner == current_deadline() == 1005.0
+        assert current_deadline() == 1010.0
+    assert current_deadline() is None
+
+
+async def test_throttle_awaited_before_every_attempt(make_http: Callable[..., ApiHTTP], httpx_mock: HTTPXMock) -> None:
+    """The shared request budget is drawn from before each attempt, retries included."""
+    drawn: list[int] = []
+
+    async def throttle() -> None:
+        drawn.append(len(httpx_mock.get_requests()))
+
+    client = make_http(throttle=throttle)
+    httpx_mock.add_response(url=f"{BASE}/x", status_code=500)
+    httpx_mock.add_response(url=f"{BASE}/x", json={})
+    await client.send("GET", "/x")
+    await client.aclose()
+    assert drawn == [0, 1]

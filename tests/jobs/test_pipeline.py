@@ -3,6 +3,9 @@ timeouts, and resuming without duplicates."""
 
 from __future__ import annotations
 
+import base64
+from dataclasses import replace
+
 import pytest
 
 from jobs.context import Deps
@@ -51,7 +54,7 @@ async def test_the_droplet_gets_the_public_ip_not_the_private_one(deps: Deps, wo
         ("droplet_create_rejected", DeploymentStage.CREATE_DROPLET, "droplet limit"),
         ("droplet_no_ip", DeploymentStage.WAIT_DROPLET, "Timed out"),
         ("server_error=500@POST:/servers$", DeploymentStage.REGISTER_SERVER, "500"),
-        ("server_unreachable", DeploymentStage.VALIDATE_SERVER, "could not validate"),
+        ("server_unreachable", DeploymentStage.VALIDATE_SERVER, "Connection timed out"),
         ("server_error=500@POST:/applications/", DeploymentStage.CREATE_APPLICATION, "500"),
         ("server_error=500@POST:/deploy$", DeploymentStage.START_DEPLOYMENT, "500"),
         ("build_fails", DeploymentStage.WAIT_BUILD, "failed"),
@@ -124,3 +127,72 @@ async def test_a_resumed_job_adopts_the_application_it_created(deps: Deps, world
     assert again.status == DeploymentStatus.COMPLETED
     assert again.application_uuid == done.application_uuid
     assert len(world.snapshot()["applications"]) == 2  # type: ignore[arg-type]
+
+
+def other_public_key() -> str:
+    """A valid ed25519 public key that is not the half of Coolify's private key."""
+    blob = b"\x00\x00\x00\x0bssh-ed25519\x00\x00\x00\x20" + bytes(range(32))
+    return "ssh-ed25519 " + base64.b64encode(blob).decode() + " someone-else"
+
+
+async def test_a_refused_key_fails_at_once_naming_the_key(deps: Deps, world: World) -> None:
+    """A droplet that refuses Coolify's key fails VALIDATE_SERVER after one validation, saying which key to check."""
+    deps.config = replace(deps.config, ssh_public_key=other_public_key())
+    done = await run(deps, await new_deployment())
+    assert done.status == DeploymentStatus.FAILED
+    assert done.failed_stage == DeploymentStage.VALIDATE_SERVER
+    assert done.error is not None
+    assert "Permission denied (publickey)" in done.error
+    assert "COOLIFY_SSH_PUBLIC_KEY" in done.error and "sandbox-private-key" in done.error
+    assert len(world.calls("POST", r"/validate$")) == 1
+    assert world.snapshot()["droplets"] == []
+
+
+async def test_a_validated_server_is_never_validated_again(deps: Deps, world: World) -> None:
+    """A job resumed after validation (the build not started yet) skips the validation entirely."""
+    done = await run(deps, await new_deployment())
+    assert done.server_validated_at is not None
+    assert len(world.calls("POST", r"/validate$")) == 1
+    await Deployment.filter(id=done.id).update(
+        status=DeploymentStatus.PROCESSING, stage=DeploymentStage.CREATE_APPLICATION, coolify_deployment_uuid=None
+    )
+    again = await run(deps, await Deployment.get(id=done.id))
+    assert again.status == DeploymentStatus.COMPLETED, again.error
+    assert len(world.calls("POST", r"/validate$")) == 1
+
+
+async def test_a_429_on_validate_is_not_yet(deps: Deps, world: World) -> None:
+    """Coolify refusing the validate POST with 429 twice delays the deployment; the POST is sent again."""
+    world.faults.add_spec("rate_limit=0:2@POST:/validate$")
+    done = await run(deps, await new_deployment())
+    assert done.status == DeploymentStatus.COMPLETED, done.error
+    assert [c.status for c in world.calls("POST", r"/validate$")] == [429, 429, 201]
+
+
+async def test_a_server_at_a_reused_ip_is_a_conflict(deps: Deps, world: World) -> None:
+    """A Coolify server at the droplet's IP that another deployment registered is not adopted."""
+    first = await run(deps, await new_deployment())
+    second = await new_deployment()
+    await Deployment.filter(id=second.id).update(
+        status=DeploymentStatus.PROCESSING, stage=DeploymentStage.REGISTER_SERVER,
+        droplet_id=999_999, ip_address=first.ip_address,
+    )  # fmt: skip
+    done = await run(deps, await Deployment.get(id=second.id))
+    assert done.status == DeploymentStatus.FAILED
+    assert done.failed_stage == DeploymentStage.REGISTER_SERVER
+    assert done.error is not None
+    assert f"already has a server at {first.ip_address}" in done.error and first.server_uuid in done.error
+    assert [s["uuid"] for s in world.snapshot()["servers"]] == [first.server_uuid]  # type: ignore[index]
+
+
+async def test_a_resumed_job_adopts_its_own_server(deps: Deps, world: World) -> None:
+    """A retry after a crash between the server POST and storing its uuid adopts the server it registered."""
+    done = await run(deps, await new_deployment())
+    await Deployment.filter(id=done.id).update(
+        status=DeploymentStatus.PROCESSING, stage=DeploymentStage.REGISTER_SERVER, server_uuid=None,
+        server_validated_at=None, application_uuid=None, coolify_deployment_uuid=None,
+    )  # fmt: skip
+    again = await run(deps, await Deployment.get(id=done.id))
+    assert again.status == DeploymentStatus.COMPLETED, again.error
+    assert again.server_uuid == done.server_uuid
+    assert len(world.snapshot()["servers"]) == 1  # type: ignore[arg-type]
