@@ -76,6 +76,26 @@ def _cmd_migrate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_doctor(args: argparse.Namespace) -> int:
+    from clients.coolify import CoolifyClient
+    from clients.digitalocean import DigitalOceanClient
+    from jobs.doctor import run_checks
+
+    settings = _settings(require_clouds=True, require_redis=False)
+
+    async def run() -> bool:
+        async with (
+            DigitalOceanClient(api_url=settings.digitalocean.api_url, token=settings.digitalocean.api_key) as do,
+            CoolifyClient(api_url=settings.coolify.api_url, token=settings.coolify.api_key) as coolify,
+        ):
+            checks = await run_checks(settings, do, coolify)
+        for check in checks:
+            print(check.line())
+        return all(check.ok for check in checks)
+
+    return 0 if asyncio.run(run()) else 1
+
+
 def _cmd_sandbox(args: argparse.Namespace) -> int:
     import uvicorn
 
@@ -157,6 +177,9 @@ def build_parser() -> argparse.ArgumentParser:
     follow.add_argument("--after", type=int, help="only events after this sequence number")
     follow.set_defaults(func=_cmd_follow)
     sub.add_parser("schema", help="print the GraphQL SDL").set_defaults(func=_cmd_schema)
+    sub.add_parser(
+        "doctor", help="read-only checks of the configured clouds and settings; exit 1 if any fails"
+    ).set_defaults(func=_cmd_doctor)
     sub.add_parser("migrate", help="apply the database migrations (serve and worker also do at start)").set_defaults(
         func=_cmd_migrate
     )

@@ -12,6 +12,7 @@ import logging
 import os
 from collections.abc import AsyncIterator, Sequence
 
+import httpx
 from redis.asyncio import Redis
 from saq import Queue
 from starlette.applications import Starlette
@@ -20,11 +21,13 @@ from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import BaseRoute, Route, WebSocketRoute
 from tortoise import Tortoise
 
+from clients.digitalocean import DigitalOceanClient
 from graphql_api.auth import ADMIN, Authenticator, bearer_token
 from graphql_api.context import DeployerGraphQL, Services, ServicesProvider
 from graphql_api.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from graphql_api.metrics import render_metrics
 from graphql_api.schema import schema
+from jobs.catalog import Catalog
 from jobs.progress import ProgressHub
 from models.db import close_db, init_db, ping_db
 from models.slot import ensure_slots
@@ -36,8 +39,14 @@ READY_TIMEOUT_S = 2.0
 
 
 @contextlib.asynccontextmanager
-async def open_services(settings: Settings) -> AsyncIterator[Services]:
-    """Open the database, Redis, the queue and the progress hub; close them in reverse order."""
+async def open_services(
+    settings: Settings, *, cloud_transport: httpx.AsyncBaseTransport | None = None
+) -> AsyncIterator[Services]:
+    """Open the database, Redis, the queue, the progress hub and DigitalOcean's catalog; close them in reverse.
+
+    Args:
+        cloud_transport: an httpx transport for the DigitalOcean client (tests pass the sandbox's).
+    """
     async with contextlib.AsyncExitStack() as stack:
         if not Tortoise.is_inited():  # one Tortoise per process: reuse it when the host process opened it
             await init_db(settings.database_url)
@@ -51,7 +60,19 @@ async def open_services(settings: Settings) -> AsyncIterator[Services]:
         hub = ProgressHub(redis)
         stack.push_async_callback(hub.stop)
         await hub.start()
-        yield Services(settings=settings, redis=redis, queue=queue, hub=hub)
+        catalog: Catalog | None = None
+        if settings.digitalocean.api_key:
+            digitalocean = DigitalOceanClient(
+                api_url=settings.digitalocean.api_url, token=settings.digitalocean.api_key, transport=cloud_transport
+            )
+            stack.push_async_callback(digitalocean.aclose)
+            catalog = Catalog(digitalocean)
+        else:
+            logger.warning(
+                "DO_API_KEY is not set for the API: deploy cannot check region, size and image against"
+                " DigitalOcean's catalog, so a bad choice fails in the worker instead of at deploy"
+            )
+        yield Services(settings=settings, redis=redis, queue=queue, hub=hub, catalog=catalog)
 
 
 async def _readiness(services: Services) -> str | None:
@@ -67,12 +88,18 @@ async def _readiness(services: Services) -> str | None:
     return None
 
 
-def create_app(settings: Settings, *, extra_routes: Sequence[BaseRoute] = ()) -> Starlette:
+def create_app(
+    settings: Settings,
+    *,
+    extra_routes: Sequence[BaseRoute] = (),
+    cloud_transport: httpx.AsyncBaseTransport | None = None,
+) -> Starlette:
     """Build the API app.
 
     Args:
         settings: the process's settings (database, Redis, queue name, limits, API tokens, defaults).
         extra_routes: mounted after the API's own routes; the composition root mounts the sandbox here.
+        cloud_transport: an httpx transport for the API's DigitalOcean client (tests pass the sandbox's).
     """
     provider = ServicesProvider()
     authenticator = Authenticator(settings.api_tokens)
@@ -105,7 +132,7 @@ def create_app(settings: Settings, *, extra_routes: Sequence[BaseRoute] = ()) ->
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
-        async with open_services(settings) as services:
+        async with open_services(settings, cloud_transport=cloud_transport) as services:
             provider.set(services)
             app.state.services = services
             try:

@@ -28,6 +28,7 @@ from strawberry.types.unset import UNSET, UnsetType
 
 from graphql_api.auth import Authenticator, Caller, bearer_token, connection_params_token
 from graphql_api.errors import UnauthenticatedError
+from jobs.catalog import Catalog
 from jobs.progress import ProgressHub
 from settings import Settings
 
@@ -42,6 +43,8 @@ class Services:
     redis: Redis
     queue: Queue
     hub: ProgressHub
+    #: DigitalOcean's catalog, when the API has DigitalOcean credentials (`deploy` checks region/size/image).
+    catalog: Catalog | None = None
 
 
 @dataclass
@@ -57,6 +60,8 @@ class Context:
     response: Response | WebSocket
     #: The WebSocket `connection_init` payload (Strawberry fills it in); None over HTTP.
     connection_params: dict[str, Any] | None = None
+    #: DigitalOcean's catalog (None when the API has no DigitalOcean credentials).
+    catalog: Catalog | None = None
 
 
 class _WebSocketAdapter(ASGIWebSocketAdapter):
@@ -110,6 +115,7 @@ class DeployerGraphQL(GraphQL[Context, None]):
             redis=services.redis,
             queue=services.queue,
             hub=services.hub,
+            catalog=services.catalog,
             caller=caller,
             request=request,
             response=response,

@@ -170,6 +170,16 @@ def validate_deploy_input(data: DeployInput | None, *, path: str = "input") -> l
         problems += _check_ports(f"{path}.ports", data.ports)
     if _given(data.domains):
         problems += _check_domains(f"{path}.domains", data.domains)
+        if _given(data.source) and _given(data.source.git) and data.source.git.build_pack is BuildPack.DOCKERCOMPOSE:
+            # Coolify refuses `domains` for compose apps (ApplicationsController: it wants
+            # docker_compose_domains per service, which only exist once the compose file is parsed).
+            problems.append(
+                (
+                    f"{path}.domains",
+                    "cannot be used with the DOCKERCOMPOSE build pack: Coolify sets domains per compose service;"
+                    " set them in Coolify after the deployment",
+                )
+            )
     for name in ("region", "size", "image"):
         value = getattr(data, name)
         if _given(value):
@@ -361,6 +371,8 @@ class DeployRequest:
     droplet_name: str
     spec: dict[str, object]
     env: tuple[tuple[str, str], ...] = field(repr=False)
+    #: Which of region, size and image the caller gave (the others came from the settings).
+    given: frozenset[str] = frozenset()
 
 
 def split_image(reference: str) -> tuple[str, str]:
@@ -408,4 +420,5 @@ def resolve_deploy_input(data: DeployInput | None, *, defaults: DeployDefaults, 
         "image": data.image if _given(data.image) else defaults.image,
         "env_keys": list(env),
     }
-    return DeployRequest(droplet_name=default_name, spec=spec, env=tuple(env.items()))
+    given = frozenset(name for name in ("region", "size", "image") if _given(getattr(data, name)))
+    return DeployRequest(droplet_name=default_name, spec=spec, env=tuple(env.items()), given=given)

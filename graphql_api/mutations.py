@@ -17,7 +17,7 @@ from strawberry.types import Info
 from graphql_api.auth import CanChangeEnv, CanDeploy
 from graphql_api.context import Context
 from graphql_api.env import EnvUpdate, bulk_set_env, delete_env, set_env
-from graphql_api.errors import BadUserInputError, DropletLimitReachedError
+from graphql_api.errors import BadUserInputError, DropletLimitReachedError, UpstreamError
 from graphql_api.inputs import (
     DeployDefaults,
     DeployInput,
@@ -27,6 +27,7 @@ from graphql_api.inputs import (
 )
 from graphql_api.lifecycle import cancel_deployment, destroy_deployment
 from graphql_api.types import Deployment
+from jobs.catalog import CatalogUnavailableError, Choice
 from jobs.enqueue import enqueue_deploy
 from jobs.progress import record
 from models import deployment as db
@@ -81,6 +82,32 @@ async def _undo(deployment_id: uuid.UUID) -> None:
         logger.exception("could not undo a failed deploy", extra={"deployment_id": str(deployment_id)})
 
 
+async def _check_catalog(context: Context, request: DeployRequest) -> None:
+    """Refuse a region, size or image DigitalOcean would refuse, before a slot is taken."""
+    if context.catalog is None:
+        return
+    spec = request.spec
+    choice = Choice(
+        region=str(spec["region"]),
+        size=str(spec["size"]),
+        image=str(spec["image"]),
+        region_field=_field_name("region", request, "DROPLET_REGION"),
+        size_field=_field_name("size", request, "DROPLET_SIZE"),
+        image_field=_field_name("image", request, "DROPLET_IMAGE"),
+    )
+    try:
+        problems = await context.catalog.problems(choice)
+    except CatalogUnavailableError as exc:
+        raise UpstreamError(f"{exc}; the deployment was not queued (retry when DigitalOcean answers)") from exc
+    if problems:
+        raise BadUserInputError(problems)
+
+
+def _field_name(name: str, request: DeployRequest, setting: str) -> str:
+    """`input.<name>`, or, when the value came from the settings, which setting it came from."""
+    return f"input.{name}" if name in request.given else f"input.{name} (default {setting})"
+
+
 async def deploy(info: Info[Context, None], input: DeployInput | None = strawberry.UNSET) -> Deployment:
     """Validate the input, reserve a droplet slot, store the deployment and enqueue its pipeline."""
     data = None if input is strawberry.UNSET else input
@@ -90,6 +117,7 @@ async def deploy(info: Info[Context, None], input: DeployInput | None = strawber
     settings = info.context.settings
     deployment_id = uuid.uuid4()
     request = resolve_deploy_input(data, defaults=deploy_defaults(settings), deployment_id=str(deployment_id))
+    await _check_catalog(info.context, request)
     if await reserve_slot(deployment_id, settings.max_active_droplets) is None:
         raise DropletLimitReachedError(settings.max_active_droplets)
     try:

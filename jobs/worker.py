@@ -19,9 +19,9 @@ from saq.queue.redis import RedisQueue as Queue
 
 from clients.coolify import CoolifyClient
 from clients.digitalocean import DigitalOceanClient
-from clients.errors import CloudAPIError
 from jobs.context import Deps, PipelineConfig, WorkerContext
 from jobs.deploy import deploy, destroy
+from jobs.doctor import log_checks, run_checks
 from jobs.envjob import apply_env_change
 from jobs.logcontext import bind_job, unbind_job
 from jobs.reaper import run_reaper, stop_reaper
@@ -36,20 +36,6 @@ UPKEEP_CONNECTIONS = 32
 #: lease and goes back on the queue, and another worker resumes it from the database, so there is no reason
 #: to hold a shutdown for a build that may take many minutes. (SAQ's upkeep loops also wait this long.)
 SHUTDOWN_GRACE_S = 2
-
-
-async def check_clouds(deps: Deps) -> None:
-    """Say at start whether both clouds answer with these credentials (a warning, never fatal: a cloud that is
-    down now may be up by the time a deployment needs it)."""
-    try:
-        account = await deps.digitalocean.get_account()
-        logger.info("DigitalOcean reachable: account %s, droplet limit %s", account.status, account.droplet_limit)
-    except CloudAPIError as exc:
-        logger.warning("DigitalOcean is not usable with these settings: %s", exc)
-    try:
-        logger.info("Coolify reachable: version %s", await deps.coolify.version())
-    except CloudAPIError as exc:
-        logger.warning("Coolify is not usable with these settings: %s", exc)
 
 
 def worker_settings(settings: Settings, *, transport: httpx.AsyncBaseTransport | None = None) -> dict[str, Any]:
@@ -81,7 +67,9 @@ def worker_settings(settings: Settings, *, transport: httpx.AsyncBaseTransport |
             config=PipelineConfig.from_settings(settings),
         )
         ctx["reaper"] = asyncio.create_task(run_reaper(ctx["deps"], queue, ctx["deps"].redis), name="reaper")
-        await check_clouds(ctx["deps"])
+        # The same read-only checks as `deployer doctor`, logged: a warning only, since a cloud that is down
+        # now may be up by the time a deployment needs it.
+        log_checks(await run_checks(settings, ctx["deps"].digitalocean, ctx["deps"].coolify))
 
     async def shutdown(ctx: WorkerContext) -> None:
         await stop_reaper(ctx.get("reaper"))
