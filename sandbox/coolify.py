@@ -18,8 +18,9 @@ from sandbox.coolify_apps import CoolifyApplicationsAPI
 from sandbox.coolify_envs import CoolifyEnvsAPI
 from sandbox.coolify_servers import CoolifyServersAPI
 from sandbox.faults import Fault, FaultKind
-from sandbox.gate import ApiGate
+from sandbox.gate import ApiGate, Caller
 from sandbox.laravel import http_error, message
+from sandbox.ratelimit import FixedWindow, header_seconds
 from sandbox.state import World
 
 __all__ = ["CoolifyPolicy", "create_coolify_app"]
@@ -38,37 +39,51 @@ class CoolifyPolicy:
         return path.endswith(("/api/health", "/api/v1/health"))
 
     def unauthenticated(self, rid: str) -> Response:
-        """401 ``{"message": "Unauthenticated."}``."""
+        """401 ``{"message": "Unauthenticated."}`` (from ``auth:sanctum``, before the throttle: no X-RateLimit)."""
         return message(401, "Unauthenticated.")
 
-    def _too_many(self, retry_after: int) -> Response:
-        window, now = self.world.coolify_minute, self.world.now()
+    def _window(self, caller: Caller) -> FixedWindow:
+        """The caller's throttle window (RouteServiceProvider: ``api/health`` has its own 1000/minute).
+
+        Laravel keys the limit by the token's user (``$request->user()?->id``), or by IP when there is no
+        user: on the health routes, which have no ``auth:sanctum``, even a request with a token counts by IP.
+        The sandbox treats every token as its own user.
+        """
+        if caller.path.endswith("/api/health"):
+            return self.world.coolify_health[f"ip:{caller.ip}"]
+        if self.is_public(caller.path):
+            return self.world.coolify_minute[f"ip:{caller.ip}"]
+        return self.world.coolify_minute[caller.key]
+
+    def _too_many(self, retry_after: float, limit: int) -> Response:
+        scale, now = self.world.config.time_scale, self.world.now()
         headers = {
-            "Retry-After": str(retry_after),
-            "X-RateLimit-Limit": str(window.limit or 200),
+            "Retry-After": header_seconds(retry_after, scale),
+            "X-RateLimit-Limit": str(limit),
             "X-RateLimit-Remaining": "0",
-            "X-RateLimit-Reset": str(math.ceil(now + retry_after)),
+            "X-RateLimit-Reset": header_seconds(now + retry_after, scale),
         }
         return JSONResponse({"message": "Too Many Attempts."}, 429, headers=headers)
 
     def fault_response(self, fault: Fault, rid: str) -> Response:
         """429 ``Too Many Attempts.`` with Retry-After, or a 5xx like Laravel's."""
         if fault.kind is FaultKind.RATE_LIMIT:
-            return self._too_many(math.ceil(fault.param if fault.param is not None else 1))
+            limit = self.world.config.coolify_rate_limit_per_minute or 200
+            return self._too_many(math.ceil(fault.param if fault.param is not None else 1), limit)
         status = int(fault.param or 500)
         return message(status, "Service Unavailable" if status == 503 else "Server Error")
 
-    def admit(self, method: str, path: str, rid: str) -> Response | None:
-        """Apply the per-minute throttle."""
-        window, now = self.world.coolify_minute, self.world.now()
-        if self.is_public(path) or window.hit(now):
+    def admit(self, method: str, caller: Caller, rid: str) -> Response | None:
+        """Apply the caller's throttle: a fixed window opened by its first request (Laravel's RateLimiter)."""
+        window, now = self._window(caller), self.world.now()
+        if window.hit(now):
             return None
-        return self._too_many(window.retry_after(now))
+        return self._too_many(window.retry_after(now), window.limit)
 
-    def headers(self, rid: str) -> dict[str, str]:
+    def headers(self, rid: str, caller: Caller) -> dict[str, str]:
         """``X-RateLimit-Limit`` and ``X-RateLimit-Remaining`` on every throttled response."""
-        window = self.world.coolify_minute
-        if not window.limit:
+        window = self._window(caller)
+        if not caller.authenticated or not window.limit:
             return {}
         return {
             "X-RateLimit-Limit": str(window.limit),

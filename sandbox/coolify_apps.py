@@ -17,6 +17,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
+from sandbox.buildlog import BuildInfo, deployment_logs
 from sandbox.faults import FaultKind
 from sandbox.laravel import Rule, check, message, optional_json, post_only, query_bool, read_json, truthy
 from sandbox.laravel import validation_failed as failed
@@ -35,29 +36,51 @@ __all__ = ["CoolifyApplicationsAPI"]
 API = "/api/v1"
 BUILD_PACKS = ("nixpacks", "railpack", "static", "dockerfile", "dockercompose")
 DEDUP_MESSAGE = "Deployment already queued for this commit."
+_COMPOSE_DOMAINS = (
+    "The domains field cannot be used for dockercompose applications. "
+    "Use docker_compose_domains instead to set domains for individual services."
+)
 
-# The strict allow-lists of POST /applications/public and /applications/dockerimage (Coolify v4.3.x).
-_COMMON_FIELDS = frozenset(
+# The strict allow-list of every POST /applications/{public,private-*,dockerfile,dockerimage}: one list for all
+# of them (ApplicationsController::create_application $allowedFields + APPLICATION_SETTING_FIELDS, v4.3.x).
+_CREATE_FIELDS = frozenset(
     [
         "autogenerate_domain",
+        "base_directory",
+        "build_command",
+        "build_pack",
         "connect_to_docker_network",
         "custom_docker_run_options",
         "custom_internal_name",
         "custom_labels",
+        "custom_network_aliases",
+        "custom_nginx_configuration",
         "description",
         "destination_uuid",
         "disable_build_cache",
+        "docker_compose_custom_build_command",
+        "docker_compose_custom_start_command",
+        "docker_compose_domains",
+        "docker_compose_location",
+        "docker_compose_raw",
         "docker_images_to_keep",
         "docker_registry_image_name",
         "docker_registry_image_tag",
+        "dockerfile",
+        "dockerfile_location",
         "domains",
         "environment_name",
         "environment_uuid",
         "force_domain_override",
+        "git_branch",
+        "git_commit_sha",
+        "git_repository",
+        "github_app_uuid",
         "gpu_count",
         "gpu_device_ids",
         "gpu_driver",
         "gpu_options",
+        "health_check_command",
         "health_check_enabled",
         "health_check_host",
         "health_check_interval",
@@ -70,11 +93,14 @@ _COMMON_FIELDS = frozenset(
         "health_check_scheme",
         "health_check_start_period",
         "health_check_timeout",
+        "health_check_type",
         "http_basic_auth_password",
         "http_basic_auth_username",
         "include_source_commit_in_build",
         "inject_build_args_to_dockerfile",
+        "install_command",
         "instant_deploy",
+        "is_auto_deploy_enabled",
         "is_consistent_container_name_enabled",
         "is_container_label_escape_enabled",
         "is_env_sorting_enabled",
@@ -87,8 +113,11 @@ _COMMON_FIELDS = frozenset(
         "is_http_basic_auth_enabled",
         "is_log_drain_enabled",
         "is_pr_deployments_public_enabled",
+        "is_preserve_repository_enabled",
         "is_preview_deployments_enabled",
         "is_raw_compose_deployment_enabled",
+        "is_spa",
+        "is_static",
         "is_stripprefix_enabled",
         "limits_cpu_shares",
         "limits_cpus",
@@ -111,37 +140,18 @@ _COMMON_FIELDS = frozenset(
         "pre_deployment_command",
         "pre_deployment_command_container",
         "preview_url_template",
+        "private_key_uuid",
         "project_uuid",
+        "publish_directory",
         "redirect",
         "server_uuid",
-        "stop_grace_period",
-        "tags",
-        "use_build_secrets",
-        "use_build_server",
-    ]
-)
-_PUBLIC_FIELDS = _COMMON_FIELDS | frozenset(
-    [
-        "base_directory",
-        "build_command",
-        "build_pack",
-        "docker_compose_custom_build_command",
-        "docker_compose_custom_start_command",
-        "docker_compose_domains",
-        "docker_compose_location",
-        "dockerfile",
-        "dockerfile_location",
-        "git_branch",
-        "git_commit_sha",
-        "git_repository",
-        "install_command",
-        "is_auto_deploy_enabled",
-        "is_preserve_repository_enabled",
-        "is_spa",
-        "is_static",
-        "publish_directory",
         "start_command",
         "static_image",
+        "stop_grace_period",
+        "tags",
+        "type",
+        "use_build_secrets",
+        "use_build_server",
         "watch_paths",
     ]
 )
@@ -159,6 +169,8 @@ _COMMON_RULES = {
     "autogenerate_domain": Rule("boolean"),
     "force_domain_override": Rule("boolean"),
     "tags": Rule("array", nullable=True),
+    # ValidationPatterns::directoryPathRules(): nullable, string, max 255, DIRECTORY_PATH_PATTERN
+    "base_directory": Rule("string", nullable=True, max=255, regex=r"^\/([a-zA-Z0-9._\-\/~@+]*)?$"),
 }
 _PUBLIC_RULES = {
     "git_repository": Rule("string", required=True, regex=r"^https?://[^\s/]+/\S+$"),
@@ -189,6 +201,15 @@ def _domains(raw: str) -> list[str] | None:
             return None
         out.append(part.rstrip("/"))
     return out
+
+
+def _stored_repository(url: str) -> str:
+    """How Coolify stores a public repository: a github.com URL becomes ``owner/repo``, others stay as sent."""
+    parts = urlsplit(url)
+    segments = [p for p in parts.path.split("/") if p]
+    if (parts.hostname or "").lower() == "github.com" and len(segments) >= 2:
+        return f"{segments[0]}/{segments[1]}".strip()
+    return url
 
 
 class CoolifyApplicationsAPI:
@@ -238,7 +259,7 @@ class CoolifyApplicationsAPI:
             "docker_registry_image_tag": app.docker_tag,
             "ports_exposes": app.ports_exposes,
             "ports_mappings": None,
-            "base_directory": "/",
+            "base_directory": app.base_directory,
             "environment_id": app.environment.id,
             "destination_type": "App\\Models\\StandaloneDocker",
             "destination_id": server.destination_id if server else 0,
@@ -255,21 +276,27 @@ class CoolifyApplicationsAPI:
         status = world.deployment_status(dep)
         start, end = world.deployment_times(dep)
         finished = end if status in TERMINAL_DEPLOYMENT else None
-        logs: list[dict[str, Any]] = []
-
-        def log(text: str, at: float, kind: str = "stdout") -> None:
-            entry = {"command": None, "output": text, "type": kind, "timestamp": _ts(at), "hidden": False}
-            logs.append({**entry, "batch": 1, "order": len(logs) + 1})
-
-        if start is not None and status is not DeploymentStatus.QUEUED:
-            log(
-                f"Starting deployment of {app.name} to {server.name if server else 'a deleted server'}.",
-                start,
-            )
-        if status is DeploymentStatus.FINISHED and finished is not None:
-            log("Rolling update completed.", finished)
-        elif status is DeploymentStatus.FAILED and finished is not None:
-            log("Deployment failed. Error: the build exited with code 1 (sandbox).", finished, "stderr")
+        info = BuildInfo(
+            deployment_uuid=dep.uuid,
+            app_uuid=app.uuid,
+            app_name=app.name,
+            build_pack=app.build_pack,
+            repository=app.git_repository,
+            branch=app.git_branch,
+            image=f"{app.docker_image}:{app.docker_tag}",
+            base_directory=app.base_directory,
+            server_name=server.name if server else "a deleted server",
+            restart_only=dep.restart_only,
+            outcome=dep.outcome,
+            failure=dep.failure,
+        )
+        if dep.outcome == "hang":
+            duration: float | None = None
+        else:
+            duration = 0.0 if info.outcome == "failed" and info.failure == "server" else world.config.build_s
+        logs = deployment_logs(
+            info, start=start, duration=duration, cancelled_at=dep.cancelled_at, now=world.now(), timestamp=_ts
+        )
         project, env = app.project_uuid, app.environment.uuid
         return {
             "id": dep.id,
@@ -322,7 +349,7 @@ class CoolifyApplicationsAPI:
         body = await read_json(request)
         if isinstance(body, Response):
             return body
-        errors = check(body, _COMMON_RULES, allowed=_COMMON_FIELDS if dockerimage else _PUBLIC_FIELDS)
+        errors = check(body, _COMMON_RULES, allowed=_CREATE_FIELDS)
         if errors:
             return failed(errors)
         if "environment_name" not in body and "environment_uuid" not in body:
@@ -337,10 +364,15 @@ class CoolifyApplicationsAPI:
         if server is None:
             return message(404, "Server not found.")
         if server.is_build_server:
-            return message(422, "Server is a build server, it cannot host applications.")
+            return failed(
+                {"server_uuid": ["The specified server is configured as a build server and cannot host resources."]}
+            )
         errors = check(body, _DOCKERIMAGE_RULES if dockerimage else _PUBLIC_RULES, allowed=None)
         if errors:
             return failed(errors)
+        if not dockerimage and body.get("build_pack") == "dockercompose" and "domains" in body:
+            # ApplicationsController::create_application: $request->has('domains') (even null), one string
+            return failed({"domains": _COMPOSE_DOMAINS})
         uuid = world.new_uuid()
         domains = _domains(body.get("domains") or "")
         if domains is None:
@@ -376,7 +408,7 @@ class CoolifyApplicationsAPI:
             name=body.get("name") or (f"docker-image-{uuid}" if dockerimage else f"app-{uuid}"),
             description=body.get("description"),
             build_pack="dockerimage" if dockerimage else body["build_pack"],
-            git_repository="coollabsio/coolify" if dockerimage else body["git_repository"],
+            git_repository="coollabsio/coolify" if dockerimage else _stored_repository(body["git_repository"]),
             git_branch="main" if dockerimage else body["git_branch"],
             docker_image=body.get("docker_registry_image_name") if dockerimage else None,
             docker_tag=(body.get("docker_registry_image_tag") or "latest") if dockerimage else None,
@@ -387,6 +419,7 @@ class CoolifyApplicationsAPI:
             environment=environment,
             tags=[str(t) for t in body.get("tags") or []],
             created_at=world.now(),
+            base_directory=body.get("base_directory") or "/",
         )
         world.add_application(app)
         if truthy(body.get("instant_deploy")):  # queued, but the 201 body does not say which deployment
@@ -408,13 +441,16 @@ class CoolifyApplicationsAPI:
         fault = world.faults.take({FaultKind.BUILD_FAILS, FaultKind.BUILD_HANGS}, request.method, request.url.path)
         server = world.servers.get(app.server_uuid)
         state = world.server_state(server) if server else None
+        failure = "build"
         if fault is not None and fault.kind is FaultKind.BUILD_HANGS:
             outcome = "hang"
-        elif fault is not None or state is None or not state.is_usable:  # Coolify fails on a broken server
+        elif fault is not None:
             outcome = "failed"
+        elif state is None or not state.is_usable:  # ApplicationDeploymentJob: "Server is not functional."
+            outcome, failure = "failed", "server"
         else:
             outcome = "finished"
-        return world.queue_deployment(app, outcome=outcome, restart_only=restart_only, force=force)
+        return world.queue_deployment(app, outcome=outcome, restart_only=restart_only, force=force, failure=failure)
 
     async def start(self, request: Request) -> Response:
         """POST /applications/{uuid}/start[?force&instant_deploy]: a deployment, or dedup without a uuid."""

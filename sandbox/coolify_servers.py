@@ -1,9 +1,10 @@
-"""Simulated Coolify: health, version, private keys, projects and servers (with async validation).
+"""Simulated Coolify: health, version, private keys, projects and servers (with queued validation).
 
-A server starts neither reachable nor usable. ``POST /servers/{uuid}/validate`` only queues the
-validation: the outcome shows in ``GET /servers/{uuid}`` (``settings.is_reachable``, ``settings.is_usable``,
-``validation_logs``) after ``server_validation_s``. ``GET /servers`` also copies the two flags to the top
-level; ``GET /servers/{uuid}`` does not.
+A server starts neither reachable nor usable. ``POST /servers/{uuid}/validate`` only queues a validation job
+(see sandbox.validation for what it does and when): its effects show in ``GET /servers/{uuid}``
+(``settings.is_reachable``, ``settings.is_usable``, ``is_validating``, ``validation_logs``) as time passes.
+Like ServersController::validate_server, it never checks whether a validation is already running.
+``GET /servers`` also copies the two flags to the top level; ``GET /servers/{uuid}`` does not.
 """
 
 from __future__ import annotations
@@ -278,11 +279,13 @@ class CoolifyServersAPI:
         return JSONResponse({"uuid": server.uuid}, 201)
 
     async def validate_server(self, request: Request) -> Response:
-        """POST /servers/{uuid}/validate: 201, the outcome shows later in GET /servers/{uuid}."""
+        """POST /servers/{uuid}/validate: 201 at once (even while another validation runs); effects come later."""
         server = self.world.servers.get(request.path_params["uuid"])
         if server is None:
             return message(404, "Server not found.")
         body = await optional_json(request)
+        if "install" in body and truthy(body["install"]) is None:
+            return failed({"install": ["The install field must be true or false."]})
         install = bool(truthy(body.get("install", False)))
         fault = self.world.faults.take(FaultKind.SERVER_UNREACHABLE, request.method, request.url.path)
         self.world.start_validation(server, install=install, unreachable=fault is not None)

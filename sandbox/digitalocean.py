@@ -1,10 +1,12 @@
-"""Simulated DigitalOcean API v2: droplets, account, SSH keys and actions.
+"""Simulated DigitalOcean API v2: droplets, account, SSH keys, actions and the catalog.
 
 Served under ``/sandbox/digitalocean/v2/...``. Behaviour follows the real API where a client could trip:
 202 on create with ``status: "new"`` and no addresses, the public IPv4 arriving a while after ``active``
-and listed *after* the private one, 422 for the droplet limit and for duplicate SSH keys, exact
-case-insensitive ``name`` filtering, pagination capped at 200 with full-URL ``links.pages``, rate-limit
-headers on every response and ``{id, message, request_id}`` error bodies.
+and listed *after* the private one, a new droplet missing from lists for ``list_lag_s``, 422 for the droplet
+limit, for duplicate SSH keys and for a region, size or image the catalog (sandbox.catalog) lacks or does not
+offer together, exact case-insensitive ``name`` filtering, pagination capped at 200 with full-URL
+``links.pages``, per-token rate limits with headers on every response and ``{id, message, request_id}`` error
+bodies.
 """
 
 from __future__ import annotations
@@ -21,8 +23,10 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
+from sandbox.catalog import REGIONS, SIZES, find_image, image_json, region_json, size_json
 from sandbox.faults import Fault, FaultKind
-from sandbox.gate import ApiGate, allowed_methods, request_id
+from sandbox.gate import ApiGate, Caller, allowed_methods, request_id
+from sandbox.ratelimit import RollingWindow, header_seconds
 from sandbox.state import Action, Droplet, SSHKey, World, isoformat, md5_fingerprint, ssh_key_blob
 
 __all__ = ["DigitalOceanPolicy", "create_digitalocean_app"]
@@ -31,29 +35,39 @@ T = TypeVar("T")
 
 _NAME = re.compile(r"^[a-zA-Z0-9]?[a-z0-9A-Z.\-]*[a-z0-9A-Z]$")
 _TAG = re.compile(r"^[a-zA-Z0-9_\-:]{1,255}$")
-_IMAGE_SLUG = re.compile(r"^[a-z0-9][a-z0-9._\-]*$")
-_SIZE = re.compile(r"^(?:[a-z0-9_]+)-(?P<vcpus>\d+)vcpu-(?P<mem>\d+)(?P<unit>gb|mb)(?:-[a-z0-9]+)*$")
-_CPU_SIZE = re.compile(r"^c2?-(?P<vcpus>\d+)$")
-_REGIONS = {
-    "nyc1": "New York 1",
-    "nyc2": "New York 2",
-    "nyc3": "New York 3",
-    "sfo1": "San Francisco 1",
-    "sfo2": "San Francisco 2",
-    "sfo3": "San Francisco 3",
-    "ams2": "Amsterdam 2",
-    "ams3": "Amsterdam 3",
-    "sgp1": "Singapore 1",
-    "lon1": "London 1",
-    "fra1": "Frankfurt 1",
-    "tor1": "Toronto 1",
-    "blr1": "Bangalore 1",
-    "syd1": "Sydney 1",
-}
-_DEFAULT_REGION = "nyc3"
-_CATALOG = ["s-1vcpu-512mb-10gb", "s-1vcpu-1gb", "s-1vcpu-2gb", "s-2vcpu-2gb", "s-2vcpu-4gb", "s-4vcpu-8gb"]
 _NOT_FOUND = "The resource you were accessing could not be found."
 _USER_DATA_MAX = 64 * 1024
+
+
+_DEFAULT_REGION = "nyc3"
+
+
+def _pick_region(requested: object, size: str) -> str:
+    """The region a create lands in, or ``"!<422 message>"``.
+
+    A bare prefix (``nyc``) or no region at all lets DigitalOcean pick a datacenter (research
+    digitalocean-api.md, create request): the sandbox picks one that is available and offers the size.
+    Messages: unknown region (digitalocean/api-v2#52), "Region is not available" (api-v2#41), "Size is not
+    available in this region." (research pitfall 6).
+    """
+    offered = [slug for slug, r in REGIONS.items() if r.available and slug not in SIZES[size].missing_in]
+    if requested is None or requested == "":
+        if not offered:
+            return "!Region is not available"
+        return _DEFAULT_REGION if _DEFAULT_REGION in offered else offered[0]
+    if not isinstance(requested, str):
+        return "!You specified an invalid region for Droplet creation."
+    if requested not in REGIONS:
+        in_prefix = [slug for slug in REGIONS if slug.rstrip("0123456789") == requested]
+        if not in_prefix:
+            return "!You specified an invalid region for Droplet creation."
+        choices = [slug for slug in sorted(in_prefix, reverse=True) if slug in offered]
+        return choices[0] if choices else "!Size is not available in this region."
+    if not REGIONS[requested].available:
+        return "!Region is not available"
+    if requested not in offered:
+        return "!Size is not available in this region."
+    return requested
 
 
 def _error(rid: str, status: int, error_id: str, message: str, headers: dict[str, str] | None = None) -> Response:
@@ -95,28 +109,37 @@ class DigitalOceanPolicy:
             return _error(rid, 503, "service_unavailable", "The service is temporarily unavailable.")
         return _error(rid, status, "server_error", "Server was unable to give you a response.")
 
-    def admit(self, method: str, path: str, rid: str) -> Response | None:
-        """Apply the 10/min key-listing limit, the 250/min burst limit and the 5000/h limit."""
-        world, now = self.world, self.world.now()
-        if method == "GET" and path.endswith("/v2/account/keys") and not world.do_keys_list.hit(now):
-            retry = str(world.do_keys_list.retry_after(now))
-            return _error(rid, 429, "too_many_requests", "API Rate limit exceeded.", {"retry-after": retry})
-        if not world.do_burst.hit(now):
-            retry = str(world.do_burst.retry_after(now))
-            return _error(rid, 429, "too_many_requests", "API Rate limit exceeded.", {"retry-after": retry})
-        if not world.do_hourly.hit(now):  # the hourly limit sends no Retry-After
+    def _retry_after(self, window: RollingWindow, now: float) -> str:
+        return header_seconds(window.retry_after(now), self.world.config.time_scale, minimum=1e-3)
+
+    def admit(self, method: str, caller: Caller, rid: str) -> Response | None:
+        """Apply the caller's 10/min key-listing limit, 250/min burst limit and 5000/h limit.
+
+        Limits are per token and roll (research digitalocean-api.md, "Rate limits"). Only the burst limits
+        send ``retry-after``; a refused request is not counted.
+        """
+        world, now, key = self.world, self.world.now(), caller.key
+        listing = world.do_keys_list[key]
+        if method == "GET" and caller.path.endswith("/v2/account/keys") and not listing.hit(now):
+            headers = {"retry-after": self._retry_after(listing, now)}
+            return _error(rid, 429, "too_many_requests", "API Rate limit exceeded.", headers)
+        burst = world.do_burst[key]
+        if not burst.hit(now):
+            headers = {"retry-after": self._retry_after(burst, now)}
+            return _error(rid, 429, "too_many_requests", "API Rate limit exceeded.", headers)
+        if not world.do_hourly[key].hit(now):  # the hourly limit sends no Retry-After
             return _error(rid, 429, "too_many_requests", "API Rate limit exceeded.", {"ratelimit-remaining": "0"})
         return None
 
-    def headers(self, rid: str) -> dict[str, str]:
-        """``ratelimit-limit/remaining/reset`` (hourly window) and ``x-request-id``."""
-        window, now = self.world.do_hourly, self.world.now()
+    def headers(self, rid: str, caller: Caller) -> dict[str, str]:
+        """``ratelimit-limit/remaining/reset`` (the caller's hourly window) and ``x-request-id``, always."""
+        window, now = self.world.do_hourly[caller.key], self.world.now()
         limit = window.limit or 5000
         remaining = window.remaining(now) if window.limit else limit
         return {
             "ratelimit-limit": str(limit),
             "ratelimit-remaining": str(remaining),
-            "ratelimit-reset": str(window.reset_at(now)),
+            "ratelimit-reset": header_seconds(window.reset_at(now), self.world.config.time_scale),
             "x-request-id": rid,
         }
 
@@ -124,72 +147,8 @@ class DigitalOceanPolicy:
 # ---------------------------------------------------------------- rendering
 
 
-def _size_info(slug: str) -> tuple[int, int, int, float] | None:
-    """(memory MiB, vcpus, disk GB, monthly price) for a size slug DigitalOcean would know."""
-    if match := _SIZE.match(slug):
-        vcpus = int(match["vcpus"])
-        memory = int(match["mem"]) * (1024 if match["unit"] == "gb" else 1)
-    elif match := _CPU_SIZE.match(slug):
-        vcpus = int(match["vcpus"])
-        memory = vcpus * 2048
-    else:
-        return None
-    if vcpus < 1 or memory < 512 or memory % 8:
-        return None
-    return memory, vcpus, max(10, memory // 1024 * 25), round(memory / 1024 * 6.0, 2)
-
-
-def _region_json(slug: str) -> dict[str, Any]:
-    return {
-        "name": _REGIONS.get(slug, slug),
-        "slug": slug,
-        "features": ["backups", "ipv6", "metadata", "install_agent", "storage", "image_transfer"],
-        "available": True,
-        "sizes": list(_CATALOG),
-    }
-
-
-def _image_json(image: str | int, region: str, created_at: float) -> dict[str, Any]:
-    if isinstance(image, int):
-        return {
-            "id": image,
-            "name": f"snapshot-{image}",
-            "distribution": "Unknown",
-            "slug": None,
-            "public": False,
-            "regions": [region],
-            "created_at": isoformat(created_at),
-            "type": "snapshot",
-            "min_disk_size": 25,
-            "size_gigabytes": 2.5,
-            "tags": [],
-            "status": "available",
-            "error_message": "",
-        }
-    distributions = {"ubuntu": "Ubuntu", "debian": "Debian", "fedora": "Fedora", "centos": "CentOS"}
-    distribution = next((v for k, v in distributions.items() if image.startswith(k)), None)
-    if distribution is None:
-        distribution = "Rocky Linux" if image.startswith("rocky") else "Ubuntu" if "docker" in image else "Unknown"
-    return {
-        "id": 100_000_000 + zlib.crc32(image.encode()) % 90_000_000,
-        "name": image,
-        "distribution": distribution,
-        "slug": image,
-        "public": True,
-        "regions": sorted(_REGIONS),
-        "created_at": "2024-04-25T00:00:00Z",
-        "type": "base",
-        "min_disk_size": 10,
-        "size_gigabytes": 2.5,
-        "description": f"{distribution} {image}",
-        "tags": [],
-        "status": "available",
-        "error_message": "",
-    }
-
-
 def _droplet_json(world: World, droplet: Droplet) -> dict[str, Any]:
-    memory, vcpus, disk, price = _size_info(droplet.size) or (1024, 1, 25, 6.0)
+    size = size_json(droplet.size)
     v4: list[dict[str, Any]] = []
     private_ip = world.droplet_private_ip(droplet)
     if private_ip is not None:  # the VPC address comes first: clients must not take v4[0]
@@ -201,10 +160,10 @@ def _droplet_json(world: World, droplet: Droplet) -> dict[str, Any]:
     return {
         "id": droplet.id,
         "name": droplet.name,
-        "memory": memory,
-        "vcpus": vcpus,
-        "disk": disk,
-        "disk_info": [{"type": "local", "size": {"amount": disk, "unit": "gib"}}],
+        "memory": size["memory"],
+        "vcpus": size["vcpus"],
+        "disk": size["disk"],
+        "disk_info": [{"type": "local", "size": {"amount": size["disk"], "unit": "gib"}}],
         "locked": False,
         "status": world.droplet_status(droplet),
         "kernel": None,
@@ -213,23 +172,12 @@ def _droplet_json(world: World, droplet: Droplet) -> dict[str, Any]:
         "backup_ids": [],
         "next_backup_window": None,
         "snapshot_ids": [],
-        "image": _image_json(droplet.image, droplet.region, droplet.created_at),
+        "image": image_json(droplet.image),
         "volume_ids": [],
-        "size": {
-            "slug": droplet.size,
-            "memory": memory,
-            "vcpus": vcpus,
-            "disk": disk,
-            "transfer": 1.0,
-            "price_monthly": price,
-            "price_hourly": round(price / 672, 5),
-            "regions": sorted(_REGIONS),
-            "available": True,
-            "description": "Basic",
-        },
+        "size": size,
         "size_slug": droplet.size,
         "networks": {"v4": v4, "v6": []},
-        "region": _region_json(droplet.region),
+        "region": region_json(droplet.region),
         "tags": list(droplet.tags),
         "vpc_uuid": f"5a4981aa-{zlib.crc32(droplet.region.encode()) % 10**4:04d}-4f9d-8e1c-000000000001",
     }
@@ -245,7 +193,7 @@ def _action_json(world: World, action: Action) -> dict[str, Any]:
         "completed_at": isoformat(action.completed_at) if status == "completed" else None,
         "resource_id": action.resource_id,
         "resource_type": "droplet",
-        "region": _region_json(action.region),
+        "region": region_json(action.region),
         "region_slug": action.region,
     }
 
@@ -314,6 +262,9 @@ class DigitalOceanAPI:
             Route("/v2/droplets/{droplet_id}", self.get_droplet, methods=["GET"]),
             Route("/v2/droplets/{droplet_id}", self.delete_droplet, methods=["DELETE"]),
             Route("/v2/actions/{action_id}", self.get_action, methods=["GET"]),
+            Route("/v2/regions", self.list_regions, methods=["GET"]),
+            Route("/v2/sizes", self.list_sizes, methods=["GET"]),
+            Route("/v2/images/{image_id}", self.get_image, methods=["GET"]),
         ]
 
     # ---- account and keys
@@ -408,23 +359,19 @@ class DigitalOceanAPI:
         size = body.get("size")
         if not isinstance(size, str) or not size:
             return _unprocessable(request, "Size is required")
-        if _size_info(size) is None:
+        if size not in SIZES:
             return _unprocessable(request, "You specified an invalid size for Droplet creation.")
-        image = body.get("image")
-        if image is None or image == "":
+        raw_image = body.get("image")
+        if raw_image is None or raw_image == "":
             return _unprocessable(request, "Image is required")
-        valid_image = (isinstance(image, int) and not isinstance(image, bool) and image > 0) or (
-            isinstance(image, str) and _IMAGE_SLUG.match(image) is not None
-        )
-        if not valid_image:
+        known = isinstance(raw_image, int | str) and not isinstance(raw_image, bool)
+        found = find_image(raw_image) if known else None
+        if found is None:
             return _unprocessable(request, "You specified an invalid image for Droplet creation.")
-        region = body.get("region") or _DEFAULT_REGION
-        if not isinstance(region, str):
-            return _unprocessable(request, "You specified an invalid region for Droplet creation.")
-        if region not in _REGIONS:  # a bare prefix ("nyc") picks a datacenter in it
-            region = next((r for r in sorted(_REGIONS, reverse=True) if r.rstrip("0123456789") == region), "")
-            if not region:
-                return _unprocessable(request, "You specified an invalid region for Droplet creation.")
+        image = found.slug
+        region = _pick_region(body.get("region"), size)
+        if region.startswith("!"):
+            return _unprocessable(request, region[1:])
         ssh_keys_raw = body.get("ssh_keys") or []
         tags = body.get("tags") or []
         if not isinstance(ssh_keys_raw, list) or not isinstance(tags, list):
@@ -456,6 +403,8 @@ class DigitalOceanAPI:
         created: list[Droplet] = []
         for name in names:
             no_ip = world.faults.take(FaultKind.DROPLET_NO_IP, request.method, request.url.path) is not None
+            sshd_never = world.faults.take(FaultKind.SSHD_NEVER, request.method, request.url.path) is not None
+            wrong_key = world.faults.take(FaultKind.WRONG_KEY, request.method, request.url.path) is not None
             created.append(
                 world.create_droplet(
                     name=name,
@@ -467,6 +416,8 @@ class DigitalOceanAPI:
                     user_data=user_data,
                     public_networking=public_networking,
                     no_ip=no_ip,
+                    sshd_never=sshd_never,
+                    wrong_key=wrong_key,
                 )
             )
         root = request.scope.get("root_path", "")
@@ -501,7 +452,9 @@ class DigitalOceanAPI:
             return _unprocessable(request, "tag_name cannot be combined with name or type")
         if kind is not None and kind not in ("droplets", "gpus"):
             return _unprocessable(request, "type must be droplets or gpus")
-        droplets = sorted(self.world.droplets.values(), key=lambda d: d.id)
+        # A new droplet shows in lists only list_lag_s after its create: DigitalOcean does not document how
+        # soon lists see a create (research digitalocean-api.md, open questions), so clients must look again.
+        droplets = sorted((d for d in self.world.droplets.values() if self.world.droplet_listed(d)), key=lambda d: d.id)
         if kind == "gpus":
             droplets = []
         if tag is not None:
@@ -533,6 +486,23 @@ class DigitalOceanAPI:
         raw = str(request.path_params["action_id"])
         action = self.world.actions.get(int(raw)) if raw.isdigit() else None
         return _not_found(request) if action is None else JSONResponse({"action": _action_json(self.world, action)})
+
+    # ---- catalog
+
+    async def list_regions(self, request: Request) -> Response:
+        """GET /v2/regions (paginated): every region, ``available`` false where creates are refused."""
+        page, links, meta = _paginate(request, list(REGIONS))
+        return JSONResponse({"regions": [region_json(r) for r in page], "links": links, "meta": meta})
+
+    async def list_sizes(self, request: Request) -> Response:
+        """GET /v2/sizes (paginated), each with the regions that offer it."""
+        page, links, meta = _paginate(request, list(SIZES))
+        return JSONResponse({"sizes": [size_json(s) for s in page], "links": links, "meta": meta})
+
+    async def get_image(self, request: Request) -> Response:
+        """GET /v2/images/{id or slug}: a public image, or 404."""
+        image = find_image(str(request.path_params["image_id"]))
+        return _not_found(request) if image is None else JSONResponse({"image": image_json(image.slug)})
 
 
 async def _http_error(request: Request, exc: Exception) -> Response:

@@ -11,12 +11,16 @@ path regex). The same text grammar is read from ``SANDBOX_FAULTS`` and accepted 
     rate_limit=30:1                      the next request (any API) gets a 429 with Retry-After: 30
     server_error=503:1@POST:/deploy$     the next POST .../deploy gets a 503
     droplet_no_ip:1                      the next droplet created never gets a public IPv4
+    sshd_never:1                         the next droplet created never answers SSH
+    wrong_key:1@POST:/v2/droplets$       the next droplet created refuses Coolify's key
+    response_lost=502:1@POST:/servers$   the next server create is carried out, but answered with a 502
 
 ``PATH_REGEX`` is searched (``re.search``) in the full request path, e.g.
 ``/sandbox/digitalocean/v2/droplets/123``; write ``\\x2c`` for a literal comma. ``COUNT`` is how many matching
 hits the fault lasts (forever when omitted). Request faults (``rate_limit``, ``server_error``) replace the
-response of a matching request; event faults apply to the event a matching request causes (a droplet create,
-a deployment, a server validation).
+response of a matching request before it is carried out; ``response_lost`` replaces it after (an "uncertain
+create": the droplet, server or app exists, but the caller got a 5xx); event faults apply to the event a
+matching request causes (a droplet create, a deployment, a server validation).
 """
 
 from __future__ import annotations
@@ -26,7 +30,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from enum import StrEnum
 
-__all__ = ["REQUEST_FAULTS", "Fault", "FaultKind", "FaultSpecError", "Faults"]
+__all__ = ["REQUEST_FAULTS", "STATUS_FAULTS", "Fault", "FaultKind", "FaultSpecError", "Faults"]
 
 
 class FaultKind(StrEnum):
@@ -38,10 +42,14 @@ class FaultKind(StrEnum):
     BUILD_HANGS = "build_hangs"  # a new Coolify deployment stays "in_progress" forever
     DROPLET_NO_IP = "droplet_no_ip"  # a new droplet becomes active but never gets a public IPv4
     DROPLET_CREATE_REJECTED = "droplet_create_rejected"  # POST /v2/droplets -> 422 droplet limit
-    SERVER_UNREACHABLE = "server_unreachable"  # a server validation fails: validation_logs, not reachable
+    SERVER_UNREACHABLE = "server_unreachable"  # a server validation finds the host silent ("Connection timed out")
+    SSHD_NEVER = "sshd_never"  # a new droplet's sshd never answers ("Connection timed out")
+    WRONG_KEY = "wrong_key"  # a new droplet refuses Coolify's key ("Permission denied (publickey).")
+    RESPONSE_LOST = "response_lost"  # the request is carried out, but its answer is a 5xx (PARAM: status)
 
 
 REQUEST_FAULTS = frozenset({FaultKind.RATE_LIMIT, FaultKind.SERVER_ERROR})
+STATUS_FAULTS = frozenset({FaultKind.SERVER_ERROR, FaultKind.RESPONSE_LOST})
 
 _HEAD = re.compile(r"^(?P<kind>[a-z_]+)(?:=(?P<param>[0-9]+(?:\.[0-9]+)?))?(?::(?P<count>[0-9]+))?$")
 _SCOPE = re.compile(r"^(?:(?P<method>[A-Za-z]+|\*):)?(?P<path>.*)$", re.DOTALL)
@@ -67,7 +75,7 @@ class Fault:
         count: hits left before the fault switches itself off; None means until cleared.
         method: HTTP method the fault is limited to (None: any).
         path: regex searched in the request path (None: any).
-        param: Retry-After seconds for rate_limit, HTTP status for server_error.
+        param: Retry-After seconds for rate_limit, HTTP status for server_error and response_lost.
     """
 
     kind: FaultKind
@@ -90,9 +98,9 @@ class Fault:
                 re.compile(self.path)
             except re.error as exc:
                 raise FaultSpecError(f"bad path regex {self.path!r}: {exc}") from None
-        server_error = self.kind is FaultKind.SERVER_ERROR and self.param is not None
-        if server_error and not (500 <= (self.param or 0) <= 599 and self.param == int(self.param or 0)):
-            raise FaultSpecError("server_error takes a 5xx status, e.g. server_error=503")
+        with_status = self.kind in STATUS_FAULTS and self.param is not None
+        if with_status and not (500 <= (self.param or 0) <= 599 and self.param == int(self.param or 0)):
+            raise FaultSpecError(f"{self.kind.value} takes a 5xx status, e.g. {self.kind.value}=503")
         if self.kind is FaultKind.RATE_LIMIT and self.param is not None and self.param < 0:
             raise FaultSpecError("rate_limit takes Retry-After seconds >= 0")
 

@@ -1,14 +1,17 @@
 """The gate in front of each simulated cloud: auth, rate limits, request faults, headers and the request log.
 
 Each cloud supplies an ``ApiPolicy`` for its own error shapes and headers; the gate applies the same order
-to both: missing token -> 401, then an injected request fault (429/5xx), then the cloud's own rate limits,
-then the route. Every answered request lands in ``World.requests`` (method, path, status; never a body).
+to both: missing token -> 401, then an injected request fault (429/5xx), then the cloud's own rate limits
+(per caller: the bearer token, or the client IP for token-free routes), then the route. A ``response_lost``
+fault lets the route run and then replaces its answer with a 5xx. Every answered request lands in
+``World.requests`` (method, path, status; never a body, never a token).
 """
 
 from __future__ import annotations
 
 import uuid
 from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Protocol
 
 from starlette.datastructures import Headers, MutableHeaders
@@ -17,10 +20,10 @@ from starlette.responses import Response
 from starlette.routing import Match, Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from sandbox.faults import REQUEST_FAULTS, Fault
+from sandbox.faults import REQUEST_FAULTS, Fault, FaultKind
 from sandbox.state import World
 
-__all__ = ["ApiGate", "ApiPolicy", "allowed_methods", "bearer_token", "request_id"]
+__all__ = ["ApiGate", "ApiPolicy", "Caller", "allowed_methods", "bearer_token", "request_id"]
 
 _REQUEST_ID_KEY = "sandbox.request_id"
 
@@ -47,6 +50,28 @@ def allowed_methods(request: Request) -> str:
     return ", ".join(sorted(methods))
 
 
+@dataclass(frozen=True)
+class Caller:
+    """Who is calling, as far as rate limits care.
+
+    Args:
+        token: the bearer token (None on token-free routes).
+        ip: the client address.
+        path: the request path (some limits apply to one route).
+        authenticated: the request got past the token check (or needs none).
+    """
+
+    token: str | None
+    ip: str
+    path: str
+    authenticated: bool
+
+    @property
+    def key(self) -> str:
+        """The rate-limit key: the token, else the client IP. Kept in memory only, never shown."""
+        return f"token:{self.token}" if self.token else f"ip:{self.ip}"
+
+
 class ApiPolicy(Protocol):
     """What differs between the two clouds at the gate."""
 
@@ -64,11 +89,11 @@ class ApiPolicy(Protocol):
         """The response that replaces the route's for an injected request fault."""
         ...
 
-    def admit(self, method: str, path: str, rid: str) -> Response | None:
+    def admit(self, method: str, caller: Caller, rid: str) -> Response | None:
         """Count the request against the cloud's own rate limits; a 429 when over one."""
         ...
 
-    def headers(self, rid: str) -> dict[str, str]:
+    def headers(self, rid: str, caller: Caller) -> dict[str, str]:
         """Headers put on every response (unless the response already has them)."""
         ...
 
@@ -92,24 +117,38 @@ class ApiGate:
         rid = str(uuid.uuid4())
         scope[_REQUEST_ID_KEY] = rid
         status = 500
+        headers = Headers(scope=scope)
+        token = bearer_token(headers)
+        client = scope.get("client") or ("127.0.0.1", 0)
+        authenticated = policy.is_public(path) or token is not None
+        caller = Caller(token, str(client[0]), path, authenticated)
+        lost: Fault | None = None
+        response: Response | None
+        if not authenticated:
+            response = policy.unauthenticated(rid)
+        else:
+            fault = world.faults.take(REQUEST_FAULTS, method, path)
+            response = policy.fault_response(fault, rid) if fault else policy.admit(method, caller, rid)
+            if response is None:
+                lost = world.faults.take(FaultKind.RESPONSE_LOST, method, path)
 
         async def send_with_headers(message: Message) -> None:
             nonlocal status
             if message["type"] == "http.response.start":
                 status = message["status"]
-                headers = MutableHeaders(scope=message)
-                for name, value in policy.headers(rid).items():
-                    if name not in headers:
-                        headers[name] = value
+                extra = MutableHeaders(scope=message)
+                for name, value in policy.headers(rid, caller).items():
+                    if name not in extra:
+                        extra[name] = value
             await send(message)
 
-        response: Response | None
-        if not policy.is_public(path) and bearer_token(Headers(scope=scope)) is None:
-            response = policy.unauthenticated(rid)
-        else:
-            fault = world.faults.take(REQUEST_FAULTS, method, path)
-            response = policy.fault_response(fault, rid) if fault else policy.admit(method, path, rid)
+        async def discard(message: Message) -> None:
+            return None
+
         try:
+            if response is None and lost is not None:  # carried out, but the answer never arrives
+                await self.app(scope, receive, discard)
+                response = policy.fault_response(lost, rid)
             if response is not None:
                 await response(scope, receive, send_with_headers)
             else:

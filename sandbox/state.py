@@ -1,32 +1,48 @@
 """The sandbox world: what both simulated clouds hold in memory, and how it changes with time.
 
 Nothing runs in the background. Every time-based change (a droplet going ``new`` -> ``active``, its public
-IPv4 appearing, a server validation finishing, a deployment going ``queued`` -> ``in_progress`` ->
-``finished``, a queued application delete) is computed from timestamps when it is read, against
-``World.now()``: the injectable ``clock`` plus an offset that ``World.advance()`` moves forward. Tests pass a
-``ManualClock`` (or call ``advance``) and never sleep.
+IPv4 appearing, its sshd starting to answer, a server validation's steps, a deployment going ``queued`` ->
+``in_progress`` -> ``finished``, a queued application delete) is computed from timestamps when it is read,
+against ``World.now()``: the injectable ``clock`` plus an offset that ``World.advance()`` moves forward. Tests
+pass a ``ManualClock`` (or call ``advance``) and never sleep.
 """
 
 from __future__ import annotations
 
-import base64
-import binascii
-import hashlib
 import math
-import os
 import random
 import re
 import time
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass, fields
-from datetime import UTC, datetime
-from enum import StrEnum
+from collections.abc import Callable
 
-from sandbox.faults import Fault, FaultKind, Faults, FaultSpecError
-from sandbox.ratelimit import RateWindow
+from sandbox.config import SandboxConfig
+from sandbox.faults import Fault, FaultKind, Faults
+from sandbox.keys import DEFAULT_COOLIFY_PUBLIC_KEY, md5_fingerprint, ssh_key_blob
+from sandbox.ratelimit import FixedWindow, PerCaller, RollingWindow
+from sandbox.records import (
+    ACTIVE_DEPLOYMENT,
+    TERMINAL_DEPLOYMENT,
+    Action,
+    Application,
+    Deployment,
+    DeploymentStatus,
+    Droplet,
+    Environment,
+    EnvVar,
+    ManualClock,
+    PrivateKey,
+    Project,
+    RequestRecord,
+    Server,
+    SSHKey,
+    isoformat,
+)
+from sandbox.validation import ServerState, Timings, ValidationJob, fold, plan_validation
 
 __all__ = [
+    "ACTIVE_DEPLOYMENT",
     "DEFAULT_COOLIFY_PUBLIC_KEY",
+    "TERMINAL_DEPLOYMENT",
     "Action",
     "Application",
     "Deployment",
@@ -51,358 +67,8 @@ __all__ = [
     "ssh_key_blob",
 ]
 
-# The public half of the Coolify private key seeded as "sandbox-private-key". Give it to DigitalOcean
-# (POST /v2/account/keys, then ssh_keys on droplet create) so Coolify can "SSH" into the droplet.
-DEFAULT_COOLIFY_PUBLIC_KEY = (
-    "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIIzAiOxZr50ntAD7GmkwjK+YTwRyT6HwhBqhfltUgJR7 coolify-sandbox"
-)
-
-_SSH_KEY_TYPES = frozenset(
-    {
-        "ssh-rsa",
-        "ssh-dss",
-        "ssh-ed25519",
-        "ecdsa-sha2-nistp256",
-        "ecdsa-sha2-nistp384",
-        "ecdsa-sha2-nistp521",
-        "sk-ssh-ed25519@openssh.com",
-        "sk-ecdsa-sha2-nistp256@openssh.com",
-    }
-)
 _UUID_ALPHABET = "abcdefghijklmnopqrstuvwxyz0123456789"
-
-
-def ssh_key_blob(public_key: str) -> bytes | None:
-    """Decode the key blob of an OpenSSH public key line (``type base64 [comment]``); None if malformed."""
-    parts = public_key.strip().split()
-    if len(parts) < 2 or parts[0] not in _SSH_KEY_TYPES:
-        return None
-    try:
-        blob = base64.b64decode(parts[1], validate=True)
-    except (binascii.Error, ValueError):
-        return None
-    if len(blob) < 4:
-        return None
-    name_len = int.from_bytes(blob[:4], "big")
-    if blob[4 : 4 + name_len] != parts[0].encode():
-        return None
-    return blob
-
-
-def md5_fingerprint(blob: bytes) -> str:
-    """DigitalOcean's SSH key fingerprint: MD5 of the key blob, colon-separated hex."""
-    digest = hashlib.md5(blob, usedforsecurity=False).hexdigest()
-    return ":".join(digest[i : i + 2] for i in range(0, len(digest), 2))
-
-
-def isoformat(ts: float, *, micro: bool = False) -> str:
-    """UTC timestamp text: ``2024-05-01T12:00:00Z`` (DigitalOcean) or with microseconds (Laravel/Coolify)."""
-    moment = datetime.fromtimestamp(ts, UTC)
-    return moment.strftime("%Y-%m-%dT%H:%M:%S.%fZ" if micro else "%Y-%m-%dT%H:%M:%SZ")
-
-
-class ManualClock:
-    """A clock for tests: stands still until ``advance()`` is called."""
-
-    def __init__(self, start: float = 1_767_225_600.0) -> None:
-        self.now = start
-
-    def __call__(self) -> float:
-        return self.now
-
-    def advance(self, seconds: float) -> float:
-        """Move the clock forward and return the new time."""
-        self.now += seconds
-        return self.now
-
-
-@dataclass(frozen=True)
-class SandboxConfig:
-    """Timings, limits and seeded ids of the sandbox; every field can be set by ``SANDBOX_<FIELD>``."""
-
-    droplet_boot_s: float = 4.0  # POST droplet -> status "active"
-    droplet_ip_delay_s: float = 1.0  # "active" -> public IPv4 listed in networks.v4
-    server_validation_s: float = 2.0  # POST /servers/{uuid}/validate -> outcome visible
-    build_queue_s: float = 1.0  # deployment "queued" -> "in_progress"
-    build_s: float = 4.0  # "in_progress" -> "finished" / "failed"
-    app_delete_s: float = 1.0  # DELETE application -> GET gives 404
-    droplet_limit: int = 25
-    project_uuid: str = "sandbox-project"
-    project_name: str = "sandbox"
-    environment_name: str = "production"
-    environment_uuid: str = "sandbox-production"
-    private_key_uuid: str = "sandbox-private-key"
-    coolify_public_key: str = DEFAULT_COOLIFY_PUBLIC_KEY
-    coolify_version: str = "4.3.11"
-    do_rate_limit_per_hour: int = 5000  # 0 turns a limit off
-    do_rate_limit_per_minute: int = 250
-    do_keys_list_per_minute: int = 10
-    coolify_rate_limit_per_minute: int = 200
-    faults: str = ""  # SANDBOX_FAULTS, see sandbox.faults
-    seed: int | None = None  # seeds generated uuids (None: random)
-
-    def __post_init__(self) -> None:
-        for f in fields(self):
-            value = getattr(self, f.name)
-            if f.name.endswith(("_s", "_limit", "_per_hour", "_per_minute")) and value < 0:
-                raise ValueError(f"SANDBOX_{f.name.upper()} must be >= 0, got {value}")
-        if ssh_key_blob(self.coolify_public_key) is None:
-            raise ValueError("SANDBOX_COOLIFY_PUBLIC_KEY is not an OpenSSH public key")
-        try:
-            Faults.parse(self.faults)
-        except FaultSpecError as exc:
-            raise ValueError(f"SANDBOX_FAULTS: {exc}") from None
-
-    @classmethod
-    def from_env(cls, environ: Mapping[str, str] | None = None) -> SandboxConfig:
-        """Read ``SANDBOX_*`` variables (e.g. ``SANDBOX_BUILD_S=0.5``); ValueError names a bad one."""
-        env = os.environ if environ is None else environ
-        values: dict[str, object] = {}
-        for f in fields(cls):
-            name = f"SANDBOX_{f.name.upper()}"
-            raw = env.get(name)
-            if raw is None or (raw.strip() == "" and f.name != "faults"):
-                continue
-            kind = str(f.type)
-            try:
-                if kind == "float":
-                    number = float(raw)
-                    if not math.isfinite(number):
-                        raise ValueError(raw)
-                    values[f.name] = number
-                elif kind.startswith("int"):
-                    values[f.name] = int(raw)
-                else:
-                    values[f.name] = raw
-            except ValueError:
-                raise ValueError(f"{name} must be a number, got {raw!r}") from None
-        return cls(**values)  # type: ignore[arg-type]
-
-
-# ---------------------------------------------------------------- records
-
-
-@dataclass(frozen=True)
-class RequestRecord:
-    """One request the simulated clouds answered (never its body)."""
-
-    api: str  # "digitalocean" | "coolify"
-    method: str
-    path: str
-    status: int
-    at: float
-
-
-@dataclass
-class SSHKey:
-    """A DigitalOcean account SSH key."""
-
-    id: int
-    name: str
-    public_key: str
-    fingerprint: str
-    blob: bytes
-
-
-@dataclass
-class Droplet:
-    """A DigitalOcean droplet; status and addresses follow from the timestamps."""
-
-    id: int
-    name: str
-    region: str
-    size: str
-    image: str | int
-    tags: list[str]
-    ssh_key_blobs: frozenset[bytes]
-    user_data: str | None
-    created_at: float
-    active_at: float
-    ip_at: float | None  # None: never gets a public IPv4
-    public_ipv4: str
-    private_ipv4: str
-    action_id: int
-
-
-@dataclass
-class Action:
-    """A DigitalOcean action (only ``create`` is simulated)."""
-
-    id: int
-    type: str
-    resource_id: int
-    region: str
-    started_at: float
-    completed_at: float
-
-
-@dataclass
-class PrivateKey:
-    """A Coolify private key (only its public half is modelled)."""
-
-    id: int
-    uuid: str
-    name: str
-    description: str
-    public_key: str
-    created_at: float
-
-
-@dataclass
-class Environment:
-    """A Coolify project environment."""
-
-    id: int
-    uuid: str
-    name: str
-    project_uuid: str
-    created_at: float
-
-
-@dataclass
-class Project:
-    """A Coolify project."""
-
-    id: int
-    uuid: str
-    name: str
-    description: str
-    environments: list[Environment]
-    created_at: float
-
-
-@dataclass
-class Validation:
-    """One run of Coolify's server validation; its outcome shows once ``done_at`` has passed."""
-
-    started_at: float
-    done_at: float
-    install: bool
-    reachable: bool
-    usable: bool
-    logs: str | None
-    before_reachable: bool
-    before_usable: bool
-
-
-@dataclass
-class Server:
-    """A Coolify server."""
-
-    id: int
-    uuid: str
-    name: str
-    description: str | None
-    ip: str
-    port: int
-    user: str
-    private_key_uuid: str
-    proxy_type: str
-    is_build_server: bool
-    created_at: float
-    destination_id: int
-    validation: Validation | None = None
-    docker_installed: bool = False
-
-
-@dataclass(frozen=True)
-class ServerState:
-    """What ``GET /servers/{uuid}`` shows at a moment."""
-
-    is_reachable: bool
-    is_usable: bool
-    is_validating: bool
-    validation_logs: str | None
-    proxy_running: bool
-
-
-@dataclass
-class Application:
-    """A Coolify application."""
-
-    id: int
-    uuid: str
-    name: str
-    description: str | None
-    build_pack: str
-    git_repository: str
-    git_branch: str
-    docker_image: str | None
-    docker_tag: str | None
-    ports_exposes: str
-    fqdn: str | None
-    server_uuid: str
-    project_uuid: str
-    environment: Environment
-    tags: list[str]
-    created_at: float
-    delete_at: float | None = None  # a queued delete: gone once this time has passed
-    stopped_at: float | None = None
-
-
-class DeploymentStatus(StrEnum):
-    """Coolify's ``ApplicationDeploymentStatus``."""
-
-    QUEUED = "queued"
-    IN_PROGRESS = "in_progress"
-    FINISHED = "finished"
-    FAILED = "failed"
-    CANCELLED = "cancelled-by-user"
-
-
-ACTIVE_DEPLOYMENT = frozenset({DeploymentStatus.QUEUED, DeploymentStatus.IN_PROGRESS})
-TERMINAL_DEPLOYMENT = frozenset({DeploymentStatus.FINISHED, DeploymentStatus.FAILED, DeploymentStatus.CANCELLED})
-
-
-@dataclass
-class Deployment:
-    """A Coolify deployment; its status follows from the app's deployment timeline."""
-
-    id: int
-    uuid: str
-    app_uuid: str
-    created_at: float
-    outcome: str  # "finished" | "failed" | "hang", fixed when it is queued
-    restart_only: bool
-    force_rebuild: bool
-    cancelled_at: float | None = None
-
-
-@dataclass
-class EnvVar:
-    """A Coolify application environment variable (production and preview rows are separate)."""
-
-    id: int
-    uuid: str
-    app_uuid: str
-    key: str
-    value: str | None
-    is_preview: bool = False
-    is_literal: bool = False
-    is_multiline: bool = False
-    is_shown_once: bool = False
-    is_runtime: bool = True
-    is_buildtime: bool = True
-    comment: str | None = None
-    created_at: float = 0.0
-    updated_at: float = 0.0
-
-
-# ---------------------------------------------------------------- the world
-
-_DOCKER_MISSING_LOG = (
-    "Docker Engine is not installed. Please install Docker manually before continuing: "
-    "<a target='_blank' class='underline' href='https://docs.docker.com/engine/install/#server'>documentation</a>."
-)
-
-
-def _unreachable_log(ip: str, port: int, reason: str) -> str:
-    return (
-        "Server is not reachable. Please validate your configuration and connection.<br>"
-        "Check this <a target='_blank' class='underline' "
-        "href='https://coolify.io/docs/knowledge-base/server/openssh'>documentation</a> for further help. "
-        f"<br><br>Error: ssh: connect to host {ip} port {port}: {reason}"
-    )
+_PUBLIC_PREFIX = "198.18."  # every droplet's public IPv4 is allocated here
 
 
 class World:
@@ -449,10 +115,15 @@ class World:
         self.applications: dict[str, Application] = {}
         self.deployments: dict[str, Deployment] = {}
         self.envs: list[EnvVar] = []
-        self.do_hourly = RateWindow(cfg.do_rate_limit_per_hour, 3600.0)
-        self.do_burst = RateWindow(cfg.do_rate_limit_per_minute, 60.0)
-        self.do_keys_list = RateWindow(cfg.do_keys_list_per_minute, 60.0)
-        self.coolify_minute = RateWindow(cfg.coolify_rate_limit_per_minute, 60.0)
+        self.docker_ready: dict[str, float] = {}  # host -> when Docker became usable on it
+        # Per-caller rate windows (a token, or an IP for the token-free health probes); see sandbox.ratelimit.
+        minute, hour = 60.0 / cfg.time_scale, 3600.0 / cfg.time_scale
+        self.do_hourly = PerCaller(lambda: RollingWindow(cfg.do_rate_limit_per_hour, hour))
+        self.do_burst = PerCaller(lambda: RollingWindow(cfg.do_rate_limit_per_minute, minute))
+        self.do_keys_list = PerCaller(lambda: RollingWindow(cfg.do_keys_list_per_minute, minute))
+        self.coolify_minute = PerCaller(lambda: FixedWindow(cfg.coolify_rate_limit_per_minute, minute))
+        # RouteServiceProvider: GET /api/health gets its own 1000/minute, keyed by IP.
+        self.coolify_health = PerCaller(lambda: FixedWindow(1000, minute))
         now = self.now()
         public_key = " ".join(cfg.coolify_public_key.split()[:2])  # Coolify shows it without a comment
         self.private_keys[cfg.private_key_uuid] = PrivateKey(
@@ -511,14 +182,23 @@ class World:
         user_data: str | None,
         public_networking: bool = True,
         no_ip: bool = False,
+        sshd_never: bool = False,
+        wrong_key: bool = False,
     ) -> Droplet:
-        """Register a droplet in status ``new``, with its ``create`` action."""
+        """Register a droplet in status ``new``, with its ``create`` action.
+
+        Args:
+            no_ip: it becomes active but never gets a public IPv4.
+            sshd_never: its sshd never answers (connections time out).
+            wrong_key: its sshd refuses every key, as if the Coolify key were not on it.
+        """
         cfg = self.config
         now = self.now()
         droplet_id = self.next_id("droplet", 500_000_001)
         seq = self.next_id("droplet_address")
         active_at = now + cfg.droplet_boot_s
         ip_at = None if (no_ip or not public_networking) else active_at + cfg.droplet_ip_delay_s
+        sshd_at = None if (ip_at is None or sshd_never) else ip_at + cfg.sshd_delay_s
         action = Action(self.next_id("action", 2_000_000_001), "create", droplet_id, region, now, active_at)
         self.actions[action.id] = action
         droplet = Droplet(
@@ -533,12 +213,21 @@ class World:
             created_at=now,
             active_at=active_at,
             ip_at=ip_at,
-            public_ipv4=f"198.18.{seq // 250 % 256}.{seq % 250 + 2}",
+            public_ipv4=f"{_PUBLIC_PREFIX}{seq // 250 % 256}.{seq % 250 + 2}",
             private_ipv4=f"10.108.{seq // 250 % 256}.{seq % 250 + 2}",
             action_id=action.id,
+            listed_at=now + cfg.list_lag_s,
+            sshd_at=sshd_at,
+            ssh_denied=wrong_key,
         )
         self.droplets[droplet_id] = droplet
+        if _has_docker(image):
+            self.docker_ready[_droplet_host(droplet)] = now
         return droplet
+
+    def droplet_listed(self, droplet: Droplet) -> bool:
+        """Whether lists (``GET /v2/droplets``) show the droplet yet; a GET by id works at once."""
+        return self.now() >= droplet.listed_at
 
     def droplet_status(self, droplet: Droplet) -> str:
         """``new`` until booted, then ``active``."""
@@ -618,44 +307,61 @@ class World:
         return server
 
     def server_state(self, server: Server) -> ServerState:
-        """Flags and logs as Coolify shows them now (a running validation has cleared the logs)."""
-        run = server.validation
-        if run is None:
-            return ServerState(False, False, False, None, False)
-        if self.now() < run.done_at:
-            return ServerState(run.before_reachable, run.before_usable, run.install, None, False)
-        return ServerState(run.reachable, run.usable, False, run.logs, run.install and run.usable)
+        """Flags and logs as Coolify shows them now (every validation change made by now)."""
+        return fold(server.jobs, self.now())
 
-    def start_validation(self, server: Server, *, install: bool, unreachable: bool = False) -> None:
-        """Queue a validation whose outcome is decided now and shown after ``server_validation_s``.
+    def ssh_error(self, server: Server, at: float, *, timed_out: bool = False) -> str | None:
+        """What ssh prints when Coolify connects to the server at ``at``; None when it gets in.
 
-        When the server's IP is a sandbox droplet, the droplet must carry the public half of the server's
-        private key (else "Permission denied"). Plain validation never installs Docker: it passes only on a
-        droplet made from a ``docker`` image or a server an earlier ``install`` validation set up.
+        A sandbox droplet's sshd refuses connections until ``sshd_delay_s`` after its IPv4 appears, listens
+        on port 22 only, lets in only ``root`` with a key the droplet was created with. An address in the
+        droplet range that no droplet holds (any more) times out; any other address answers at once.
         """
-        now = self.now()
-        before = self.server_state(server)
-        droplet = self.droplet_at_ip(server.ip)
+        ip, port = server.ip, server.port
+        droplet = next((d for d in self.droplets.values() if d.ip_at is not None and d.public_ipv4 == ip), None)
+        if timed_out or (droplet is None and ip.startswith(_PUBLIC_PREFIX)):
+            return f"ssh: connect to host {ip} port {port}: Connection timed out"
+        if droplet is None:
+            return None
+        if droplet.ip_at is None or at < droplet.ip_at or droplet.sshd_at is None:
+            return f"ssh: connect to host {ip} port {port}: Connection timed out"
+        if at < droplet.sshd_at or port != 22:
+            return f"ssh: connect to host {ip} port {port}: Connection refused"
         key = self.private_keys.get(server.private_key_uuid)
-        key_blob = ssh_key_blob(key.public_key) if key else None
-        logs: str | None = None
-        if unreachable:
-            reachable = usable = False
-            logs = _unreachable_log(server.ip, server.port, "Connection timed out")
-        elif droplet is not None and key_blob not in droplet.ssh_key_blobs:
-            reachable = usable = False
-            logs = _unreachable_log(server.ip, server.port, "Permission denied (publickey).")
-        elif install:
-            reachable = usable = True
-            server.docker_installed = True
-        elif server.docker_installed or (droplet is not None and "docker" in str(droplet.image).lower()):
-            reachable = usable = True
-        else:
-            reachable, usable, logs = True, False, _DOCKER_MISSING_LOG
-        server.validation = Validation(
-            now, now + self.config.server_validation_s, install, reachable, usable, logs,
-            before.is_reachable, before.is_usable,
-        )  # fmt: skip
+        blob = ssh_key_blob(key.public_key) if key else None
+        if droplet.ssh_denied or server.user != "root" or blob not in droplet.ssh_key_blobs:
+            return f"{server.user}@{ip}: Permission denied (publickey)."
+        return None
+
+    def _host(self, ip: str) -> str:
+        droplet = next((d for d in self.droplets.values() if d.ip_at is not None and d.public_ipv4 == ip), None)
+        return _droplet_host(droplet) if droplet else f"ip:{ip}"
+
+    def start_validation(self, server: Server, *, install: bool, unreachable: bool = False) -> ValidationJob:
+        """Queue a validation job (``install``: ValidateAndInstallServerJob, else ValidateServer).
+
+        Its steps are worked out now and show as time passes (see sandbox.validation). A request made while
+        another validation of the server is queued or running is accepted too, and counted in
+        ``overlapping_validations``.
+
+        Args:
+            unreachable: the host does not answer at all during this validation (``server_unreachable``).
+        """
+        cfg, now = self.config, self.now()
+        if any(job.running(now) for job in server.jobs):
+            server.overlapping_validations += 1
+        host = self._host(server.ip)
+        job, ready = plan_validation(
+            now,
+            install=install,
+            timings=Timings(cfg.validation_pickup_s, cfg.ssh_tries_span_s, cfg.docker_install_s),
+            ssh_error=lambda at: self.ssh_error(server, at, timed_out=unreachable),
+            docker_ready_at=self.docker_ready.get(host),
+        )
+        if ready is not None:
+            self.docker_ready[host] = ready
+        server.jobs.append(job)
+        return job
 
     def server_applications(self, server: Server) -> list[Application]:
         """Applications placed on a server."""
@@ -700,11 +406,19 @@ class World:
         """An application's deployments, oldest first."""
         return sorted((d for d in self.deployments.values() if d.app_uuid == app_uuid), key=lambda d: d.id)
 
-    def queue_deployment(self, app: Application, *, outcome: str, restart_only: bool, force: bool) -> Deployment:
-        """Queue a deployment; it runs after the app's earlier ones (one at a time per application)."""
+    def queue_deployment(
+        self, app: Application, *, outcome: str, restart_only: bool, force: bool, failure: str = "build"
+    ) -> Deployment:
+        """Queue a deployment; it runs after the app's earlier ones (one at a time per application).
+
+        Args:
+            outcome: "finished", "failed" or "hang" (stays in progress until cancelled).
+            failure: for a failed one, "build" (its build fails) or "server" (the server is not functional).
+        """
         deployment = Deployment(
-            self.next_id("deployment"), self.new_uuid(), app.uuid, self.now(), outcome, restart_only, force
-        )
+            self.next_id("deployment"), self.new_uuid(), app.uuid, self.now(), outcome, restart_only, force,
+            failure=failure,
+        )  # fmt: skip
         self.deployments[deployment.uuid] = deployment
         return deployment
 
@@ -720,6 +434,8 @@ class World:
                 end: float | None = dep.cancelled_at
             elif start is None or dep.outcome == "hang":
                 end = None
+            elif dep.outcome == "failed" and dep.failure == "server":
+                end = start  # "Server is not functional.": fails as soon as it starts
             else:
                 end = start + cfg.build_s
             out[dep.uuid] = (start, end)
@@ -800,6 +516,7 @@ class World:
                     "size": d.size,
                     "image": d.image,
                     "tags": list(d.tags),
+                    "listed": self.droplet_listed(d),
                 }
                 for d in self.droplets.values()
             ],
@@ -854,4 +571,15 @@ class World:
             "is_usable": state.is_usable,
             "is_validating": state.is_validating,
             "validation_logs": state.validation_logs,
+            "validations_requested": len(server.jobs),
+            "overlapping_validations": server.overlapping_validations,
         }
+
+
+def _droplet_host(droplet: Droplet) -> str:
+    return f"droplet:{droplet.id}"
+
+
+def _has_docker(image: str | int) -> bool:
+    """Whether a droplet image comes with Docker Engine (the marketplace ``docker-*`` images)."""
+    return isinstance(image, str) and "docker" in image.lower()

@@ -102,6 +102,11 @@ DEVIATIONS = {
             "GET /api/health (outside /api/v1, so outside the spec's server URL) returns plain OK",
         ),
         Deviation(
+            "errors-single-string",
+            f"{RESEARCH} §1, §8",
+            "some 422s give errors[field] as one string, not a list (e.g. domains with the dockercompose build pack)",
+        ),
+        Deviation(
             "deploy-json-body",
             f"{RESEARCH} §6",
             "POST /deploy also reads uuid/force from a JSON body; the spec documents only query parameters",
@@ -129,8 +134,13 @@ _DEPLOYMENTS_BY_APP = {
 
 
 def _specs_dir() -> Path:
+    """``$DEPLOYER_SPECS_DIR``, else ``../shared/specs`` from the repo root (``../../shared`` from a worktree)."""
     env = os.environ.get("DEPLOYER_SPECS_DIR")
-    return Path(env) if env else Path(__file__).resolve().parents[2] / ".." / "shared" / "specs"
+    if env:
+        return Path(env)
+    root = Path(__file__).resolve().parents[2]
+    candidates = [root.parent / "shared" / "specs", root.parent.parent / "shared" / "specs"]
+    return next((c for c in candidates if c.is_dir()), candidates[0])
 
 
 def _nullable_to_json_schema(node: Any) -> Any:
@@ -315,6 +325,11 @@ class ContractClient:
             self.problems.append(f"{label}: not JSON ({response.headers.get('content-type')})")
             return
         body = response.json()
+        if spec.name == "coolify" and status == "422" and isinstance(body.get("errors"), dict):
+            single = {k: [v] for k, v in body["errors"].items() if isinstance(v, str)}
+            if single:
+                self._note("errors-single-string")
+                body["errors"].update(single)
         if schema is not None:
             self.problems += [f"{label}: response {e}" for e in spec.errors(schema, self._tolerate(spec, body))]
 
@@ -389,6 +404,19 @@ async def _scenario(api: ContractClient, clock: ManualClock) -> None:
     await call("GET", f"{do}/actions/{action_ids[0]}")
     bad = {"name": "bad_name", "size": "s-1vcpu-1gb", "image": "ubuntu-24-04-x64"}
     await call("POST", f"{do}/droplets", json_body=bad, check_request=False)
+    for refused in ({"region": "mars1"}, {"region": "nyc2"}, {"region": "syd1", "size": "c-2"}, {"image": "win-11"}):
+        await call("POST", f"{do}/droplets", json_body={**body, "name": "refused", **refused})
+    # ---- catalog
+    await call("GET", f"{do}/regions")
+    await call("GET", f"{do}/regions?per_page=3&page=2")
+    await call("GET", f"{do}/sizes?per_page=200")
+    await call("GET", f"{do}/images/ubuntu-24-04-x64")
+    docker_image = (await call("GET", f"{do}/images/docker-20-04")).json()["image"]["id"]
+    await call("GET", f"{do}/images/{docker_image}")
+    await call("GET", f"{do}/images/windows-11")
+    # ---- an uncertain create: carried out, answered 500
+    await call("POST", "/sandbox/_control/faults", json_body={"spec": "response_lost:1@POST:/v2/droplets$"})
+    await call("POST", f"{do}/droplets", json_body={**body, "name": "lost", "image": docker_image, "tags": ["lost"]})
     await call("GET", f"{do}/droplets?tag_name=eliza&per_page=2&page=2")
     await call("GET", f"{do}/droplets?name=ELIZA-1")
     await call("GET", f"{do}/droplets/{droplet_ids[0]}")
@@ -425,8 +453,15 @@ async def _scenario(api: ContractClient, clock: ManualClock) -> None:
     await call("GET", f"{co}/servers/{server}")
     await call("GET", f"{co}/servers/{server}/validate", deviation="post-only-405")
     await call("POST", f"{co}/servers/{server}/validate", json_body={"install": True})
+    clock.advance(0.5)
+    await call("GET", f"{co}/servers/{server}")  # installing Docker: is_validating true
+    await call("POST", f"{co}/servers/{server}/validate", json_body={"install": True})  # overlapping: still 201
     clock.advance(5)
     await call("GET", f"{co}/servers/{server}")
+    early = (await call("POST", f"{co}/servers", json_body={**server_body, "ip": "198.18.200.1"})).json()["uuid"]
+    await call("POST", f"{co}/servers/{early}/validate", json_body={"install": False})
+    clock.advance(1)
+    await call("GET", f"{co}/servers/{early}")  # unreachable: validation_logs set
 
     # ---- applications
     common = {"project_uuid": "sandbox-project", "environment_name": "production", "server_uuid": server}
@@ -439,8 +474,11 @@ async def _scenario(api: ContractClient, clock: ManualClock) -> None:
         "ports_exposes": "3000",
         "instant_deploy": False,
     }
+    public["base_directory"] = "/apps/web"
     app = await call("POST", f"{co}/applications/public", json_body=public, deviation="app-create-environment")
     app_uuid = app.json()["uuid"]
+    compose = {**public, "name": "compose", "build_pack": "dockercompose", "domains": "https://c.example.com"}
+    await call("POST", f"{co}/applications/public", json_body=compose, deviation="app-create-environment")
     image = {
         **common,
         "name": "img",
@@ -485,8 +523,14 @@ async def _scenario(api: ContractClient, clock: ManualClock) -> None:
     await call("GET", f"{co}/deployments/{deployment}")
     await call("POST", f"{co}/applications/{app_uuid}/restart")  # deduplicated: no deployment_uuid
     await call("GET", f"{co}/deployments/applications/{app_uuid}?skip=0&take=5", deviation="deployments-by-app-shape")
+    clock.advance(3)
+    await call("GET", f"{co}/deployments/{deployment}")  # in progress, with part of its logs
     clock.advance(30)
     await call("GET", f"{co}/deployments/{deployment}")
+    await call("POST", "/sandbox/_control/faults", json_body={"spec": "build_fails:1"})
+    failing = (await call("POST", f"{co}/deploy?uuid={app_uuid}&force=true")).json()["deployments"][0]
+    clock.advance(30)
+    await call("GET", f"{co}/deployments/{failing['deployment_uuid']}")
     await call("POST", f"{co}/applications/{app_uuid}/restart")
     await call("GET", f"{co}/applications/{app_uuid}/restart", deviation="post-only-405")
     await call("POST", f"{co}/applications/{app_uuid}/stop")

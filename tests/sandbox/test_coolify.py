@@ -19,7 +19,7 @@ async def server(client: httpx.AsyncClient, clock: ManualClock) -> str:
     created = await client.post(f"{CO}/servers", json={"name": "s1", "ip": "203.0.113.10", "private_key_uuid": KEY})
     uuid = str(created.json()["uuid"])
     await client.post(f"{CO}/servers/{uuid}/validate", json={"install": True})
-    clock.advance(2)
+    clock.advance(5)
     return uuid
 
 
@@ -204,15 +204,22 @@ async def test_server_ip_is_unique(client: httpx.AsyncClient) -> None:
 
 
 async def test_validate_is_async_and_post_only(client: httpx.AsyncClient, clock: ManualClock) -> None:
-    """POST validate answers 201 at once; the flags flip only after the validation time; GET is 405."""
+    """POST validate answers 201 at once; the job is picked up, installs Docker, then the flags flip; GET is 405."""
     uuid = (await client.post(f"{CO}/servers", json={"ip": "192.0.2.6", "private_key_uuid": KEY})).json()["uuid"]
     get = await client.get(f"{CO}/servers/{uuid}/validate")
     assert (get.status_code, get.headers["allow"]) == (405, "POST")
     assert get.json() == {"message": "This endpoint has changed to a POST request."}
     started = await client.post(f"{CO}/servers/{uuid}/validate", json={"install": True})
     assert (started.status_code, started.json()) == (201, {"message": "Validation and installation started."})
+    queued = (await client.get(f"{CO}/servers/{uuid}")).json()
+    assert (queued["is_validating"], queued["settings"]["is_reachable"]) == (False, False)  # not picked up yet
+    clock.advance(0.5)
     during = (await client.get(f"{CO}/servers/{uuid}")).json()
-    assert (during["is_validating"], during["settings"]["is_usable"]) == (True, False)
+    assert (during["is_validating"], during["settings"]["is_reachable"], during["settings"]["is_usable"]) == (
+        True,
+        True,
+        False,
+    )
     clock.advance(2)
     after = (await client.get(f"{CO}/servers/{uuid}")).json()
     assert (after["is_validating"], after["settings"]["is_reachable"], after["settings"]["is_usable"]) == (
@@ -224,6 +231,8 @@ async def test_validate_is_async_and_post_only(client: httpx.AsyncClient, clock:
     plain = await client.post(f"{CO}/servers/{uuid}/validate")
     assert plain.json() == {"message": "Validation started."}
     assert (await client.post(f"{CO}/servers/nope/validate")).status_code == 404
+    bad = await client.post(f"{CO}/servers/{uuid}/validate", json={"install": "maybe"})
+    assert (bad.status_code, bad.json()["errors"]) == (422, {"install": ["The install field must be true or false."]})
 
 
 async def test_instant_validate_runs_plain_validation(client: httpx.AsyncClient, clock: ManualClock) -> None:
@@ -311,6 +320,72 @@ async def test_create_application_errors(
         assert response.json()["errors"] == expected
     else:
         assert response.json()["message"].startswith(expected)
+
+
+async def test_base_directory_is_stored_and_shown(client: httpx.AsyncClient, server: str) -> None:
+    """base_directory is in the allow-list (public and dockerimage), stored, and shown by GET; default "/"."""
+    created = await client.post(f"{CO}/applications/public", json=_public(server, base_directory="/apps/web"))
+    assert created.status_code == 201, created.text
+    app = (await client.get(f"{CO}/applications/{created.json()['uuid']}")).json()
+    assert app["base_directory"] == "/apps/web"
+    plain = (await client.post(f"{CO}/applications/public", json=_public(server, name="other"))).json()
+    assert (await client.get(f"{CO}/applications/{plain['uuid']}")).json()["base_directory"] == "/"
+    image = {
+        "project_uuid": "sandbox-project",
+        "environment_name": "production",
+        "server_uuid": server,
+        "docker_registry_image_name": "nginx",
+        "base_directory": "/srv",
+    }
+    assert (await client.post(f"{CO}/applications/dockerimage", json=image)).status_code == 201
+
+
+async def test_base_directory_must_be_an_absolute_path(client: httpx.AsyncClient, server: str) -> None:
+    """A base_directory that is not ``/``-rooted is refused (ValidationPatterns::directoryPathRules)."""
+    response = await client.post(f"{CO}/applications/public", json=_public(server, base_directory="apps/web"))
+    assert (response.status_code, response.json()["errors"]) == (
+        422,
+        {"base_directory": ["The base directory field format is invalid."]},
+    )
+
+
+@pytest.mark.parametrize("domains", ["https://a.example.com", None, ""])
+async def test_dockercompose_refuses_domains(client: httpx.AsyncClient, server: str, domains: str | None) -> None:
+    """With the dockercompose build pack, any ``domains`` key (even null) is a 422 naming docker_compose_domains."""
+    body = {**_public(server, build_pack="dockercompose"), "domains": domains}
+    response = await client.post(f"{CO}/applications/public", json=body)
+    assert (response.status_code, response.json()) == (
+        422,
+        {
+            "message": "Validation failed.",
+            "errors": {
+                "domains": "The domains field cannot be used for dockercompose applications. "
+                "Use docker_compose_domains instead to set domains for individual services."
+            },
+        },
+    )
+    without = await client.post(f"{CO}/applications/public", json=_public(server, build_pack="dockercompose"))
+    assert without.status_code == 201
+
+
+async def test_github_repositories_are_stored_as_owner_and_name(client: httpx.AsyncClient, server: str) -> None:
+    """Coolify stores a github.com URL as ``owner/repo``; other hosts keep the URL as sent."""
+    github = (await client.post(f"{CO}/applications/public", json=_public(server))).json()["uuid"]
+    assert (await client.get(f"{CO}/applications/{github}")).json()["git_repository"] == "coollabsio/coolify-examples"
+    url = "https://gitlab.com/group/project"
+    other = await client.post(f"{CO}/applications/public", json=_public(server, name="gl", git_repository=url))
+    assert (await client.get(f"{CO}/applications/{other.json()['uuid']}")).json()["git_repository"] == url
+
+
+async def test_build_servers_cannot_host_applications(client: httpx.AsyncClient) -> None:
+    """An app on a build server is the 422 with server_uuid in errors."""
+    body = {"ip": "192.0.2.50", "private_key_uuid": KEY, "is_build_server": True}
+    uuid = (await client.post(f"{CO}/servers", json=body)).json()["uuid"]
+    response = await client.post(f"{CO}/applications/public", json=_public(uuid))
+    assert (response.status_code, response.json()["errors"]) == (
+        422,
+        {"server_uuid": ["The specified server is configured as a build server and cannot host resources."]},
+    )
 
 
 async def test_create_does_not_require_a_usable_server(client: httpx.AsyncClient) -> None:

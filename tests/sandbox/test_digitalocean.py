@@ -138,7 +138,13 @@ async def test_droplet_becomes_active_then_gets_a_public_ip(client: httpx.AsyncC
         ({"size": "huge"}, "invalid size"),
         ({"image": None}, "Image is required"),
         ({"image": "Not An Image"}, "invalid image"),
-        ({"region": "mars1"}, "invalid region"),
+        ({"image": "fedora-39-x64"}, "You specified an invalid image for Droplet creation."),
+        ({"image": 12345}, "You specified an invalid image for Droplet creation."),
+        ({"size": "s-64vcpu-1tb"}, "You specified an invalid size for Droplet creation."),
+        ({"region": "mars1"}, "You specified an invalid region for Droplet creation."),
+        ({"region": "nyc2"}, "Region is not available"),
+        ({"region": "syd1", "size": "c-2"}, "Size is not available in this region."),
+        ({"region": "tor", "size": "g-2vcpu-8gb"}, "Size is not available in this region."),
         ({"tags": ["bad tag"]}, "Tag names"),
         ({"ssh_keys": [12345]}, "12345 are invalid key identifiers"),
         ({"ssh_keys": ["aa:bb"]}, "aa:bb are invalid key identifiers"),
@@ -162,6 +168,16 @@ async def test_create_accepts_registered_keys_by_id_or_fingerprint(client: httpx
     response = await _create(client, ssh_keys=[ssh["id"], ssh["fingerprint"]], region="ams")
     assert response.status_code == 202
     assert response.json()["droplet"]["region"]["slug"].startswith("ams")
+
+
+async def test_create_takes_an_image_by_id_and_lets_digitalocean_pick_a_region(client: httpx.AsyncClient) -> None:
+    """An image may be given by its numeric id; without a region the droplet lands where the size is offered."""
+    image = (await client.get(f"{DO}/images/docker-20-04")).json()["image"]
+    response = await _create(client, image=image["id"], region=None, size="m-2vcpu-16gb")
+    assert response.status_code == 202, response.text
+    droplet = response.json()["droplet"]
+    assert (droplet["image"]["slug"], droplet["region"]["slug"]) == ("docker-20-04", "nyc3")
+    assert droplet["size"]["memory"] == 16384
 
 
 async def test_create_over_the_droplet_limit_is_422(clock: ManualClock) -> None:
@@ -194,15 +210,31 @@ async def test_malformed_body_is_400(client: httpx.AsyncClient) -> None:
 # ---------------------------------------------------------------- list, filters, pagination
 
 
-async def test_list_filters_by_tag_and_exact_case_insensitive_name(client: httpx.AsyncClient) -> None:
+async def test_list_filters_by_tag_and_exact_case_insensitive_name(
+    client: httpx.AsyncClient, clock: ManualClock
+) -> None:
     """tag_name matches the tag; name matches the whole name ignoring case, never a prefix."""
     await _create(client, name="eliza-1", tags=["orch-a"])
     await _create(client, name="eliza-10", tags=["orch-b"])
+    clock.advance(1)
     by_tag = (await client.get(f"{DO}/droplets", params={"tag_name": "orch-a"})).json()
     assert [d["name"] for d in by_tag["droplets"]] == ["eliza-1"]
     by_name = (await client.get(f"{DO}/droplets", params={"name": "ELIZA-1"})).json()
     assert [d["name"] for d in by_name["droplets"]] == ["eliza-1"]
     assert by_name["meta"]["total"] == 1
+
+
+async def test_a_new_droplet_shows_in_lists_only_after_the_lag(client: httpx.AsyncClient, clock: ManualClock) -> None:
+    """Right after a create, GET by id finds the droplet but the tag list does not, until list_lag_s."""
+    droplet_id = (await _create(client, tags=["orch-lag"])).json()["droplet"]["id"]
+    assert (await client.get(f"{DO}/droplets/{droplet_id}")).status_code == 200
+    listed = (await client.get(f"{DO}/droplets", params={"tag_name": "orch-lag"})).json()
+    assert (listed["droplets"], listed["meta"]["total"]) == ([], 0)
+    clock.advance(0.4)
+    assert (await client.get(f"{DO}/droplets", params={"tag_name": "orch-lag"})).json()["meta"]["total"] == 0
+    clock.advance(0.2)
+    listed = (await client.get(f"{DO}/droplets", params={"tag_name": "orch-lag"})).json()
+    assert [d["id"] for d in listed["droplets"]] == [droplet_id]
 
 
 async def test_list_refuses_tag_name_with_name(client: httpx.AsyncClient) -> None:
@@ -211,10 +243,11 @@ async def test_list_refuses_tag_name_with_name(client: httpx.AsyncClient) -> Non
     assert response.status_code == 422
 
 
-async def test_list_paginates_with_full_url_links(client: httpx.AsyncClient) -> None:
+async def test_list_paginates_with_full_url_links(client: httpx.AsyncClient, clock: ManualClock) -> None:
     """Pages carry meta.total and full-URL first/prev/next/last links; following next visits every droplet."""
     for n in range(5):
         await _create(client, name=f"d-{n}")
+    clock.advance(1)
     first = (await client.get(f"{DO}/droplets", params={"per_page": 2})).json()
     assert first["meta"]["total"] == 5
     assert set(first["links"]["pages"]) == {"next", "last"}
@@ -228,10 +261,11 @@ async def test_list_paginates_with_full_url_links(client: httpx.AsyncClient) -> 
     assert set(page["links"]["pages"]) == {"first", "prev"}
 
 
-async def test_list_caps_per_page_at_200(client: httpx.AsyncClient, world: World) -> None:
+async def test_list_caps_per_page_at_200(client: httpx.AsyncClient, clock: ManualClock) -> None:
     """per_page above 200 is served as 200 (a single page here has no links)."""
     for n in range(3):
         await _create(client, name=f"d-{n}")
+    clock.advance(1)
     body = (await client.get(f"{DO}/droplets", params={"per_page": 1000})).json()
     assert (len(body["droplets"]), body["links"]) == (3, {})
 
@@ -286,3 +320,99 @@ async def test_other_keys_are_kept_apart(client: httpx.AsyncClient) -> None:
     a = (await client.post(f"{DO}/account/keys", json={"name": "a", "public_key": DEFAULT_COOLIFY_PUBLIC_KEY})).json()
     b = (await client.post(f"{DO}/account/keys", json={"name": "b", "public_key": OTHER_KEY})).json()
     assert a["ssh_key"]["fingerprint"] != b["ssh_key"]["fingerprint"]
+
+
+# ---------------------------------------------------------------- catalog
+
+
+async def test_regions_are_listed_with_availability_and_sizes(client: httpx.AsyncClient) -> None:
+    """GET /v2/regions lists every region, nyc2 unavailable with no sizes, each region's sizes consistent."""
+    body = (await client.get(f"{DO}/regions", params={"per_page": 200})).json()
+    regions = {r["slug"]: r for r in body["regions"]}
+    assert body["meta"]["total"] == len(regions) == 11
+    assert (regions["nyc2"]["available"], regions["nyc2"]["sizes"]) == (False, [])
+    assert regions["nyc3"]["available"] is True
+    assert "c-2" not in regions["syd1"]["sizes"]
+    assert "s-1vcpu-1gb" in regions["syd1"]["sizes"]
+    sizes = {s["slug"]: s for s in (await client.get(f"{DO}/sizes", params={"per_page": 200})).json()["sizes"]}
+    for slug, region in regions.items():
+        assert sorted(region["sizes"]) == sorted(s for s, size in sizes.items() if slug in size["regions"])
+
+
+async def test_sizes_are_paginated_with_prices(client: httpx.AsyncClient) -> None:
+    """GET /v2/sizes pages like every list; prices are monthly and monthly/672 hourly."""
+    first = (await client.get(f"{DO}/sizes", params={"per_page": 4})).json()
+    assert (len(first["sizes"]), first["meta"]["total"]) == (4, 10)
+    assert set(first["links"]["pages"]) == {"next", "last"}
+    small = first["sizes"][1]
+    assert (small["slug"], small["memory"], small["vcpus"], small["price_monthly"]) == ("s-1vcpu-1gb", 1024, 1, 6.0)
+    assert small["price_hourly"] == round(6.0 / 672, 5)
+    last = (await client.get(first["links"]["pages"]["last"])).json()
+    assert [s["slug"] for s in last["sizes"]] == ["g-2vcpu-8gb", "m-2vcpu-16gb"]
+
+
+@pytest.mark.parametrize("ident", ["ubuntu-24-04-x64", "160232537"])
+async def test_image_by_slug_or_id(client: httpx.AsyncClient, ident: str) -> None:
+    """GET /v2/images/{slug or id} finds a public image."""
+    image = (await client.get(f"{DO}/images/{ident}")).json()["image"]
+    assert (image["id"], image["slug"], image["distribution"], image["public"]) == (
+        160232537,
+        "ubuntu-24-04-x64",
+        "Ubuntu",
+        True,
+    )
+
+
+async def test_unknown_image_is_404(client: httpx.AsyncClient) -> None:
+    """An unknown image slug or id is a 404 not_found."""
+    for ident in ("windows-11", "1"):
+        response = await client.get(f"{DO}/images/{ident}")
+        assert (response.status_code, response.json()["id"]) == (404, "not_found")
+
+
+# ---------------------------------------------------------------- rate limits per token
+
+
+async def test_limits_are_per_token(clock: ManualClock) -> None:
+    """Each token has its own burst window; ratelimit-remaining counts one token's requests."""
+    world = World(SandboxConfig(do_rate_limit_per_minute=2), clock=clock)
+    transport = httpx.ASGITransport(app=create_app(world))
+    async with httpx.AsyncClient(transport=transport, base_url="http://t") as c:
+        a, b = {"Authorization": "Bearer token-a"}, {"Authorization": "Bearer token-b"}
+        assert [(await c.get(f"{DO}/account", headers=a)).status_code for _ in range(3)] == [200, 200, 429]
+        other = await c.get(f"{DO}/account", headers=b)
+        assert (other.status_code, other.headers["ratelimit-remaining"]) == (200, "4999")
+
+
+async def test_the_burst_window_rolls(clock: ManualClock) -> None:
+    """The window rolls: a request frees up exactly one minute after it was made, not at a fixed boundary."""
+    world = World(SandboxConfig(do_rate_limit_per_minute=2), clock=clock)
+    transport = httpx.ASGITransport(app=create_app(world))
+    async with httpx.AsyncClient(transport=transport, base_url="http://t", headers={"Authorization": "Bearer x"}) as c:
+        await c.get(f"{DO}/account")
+        clock.advance(30)
+        await c.get(f"{DO}/account")
+        limited = await c.get(f"{DO}/account")
+        assert (limited.status_code, limited.headers["retry-after"]) == (429, "30")
+        assert limited.json() == {
+            "id": "too_many_requests",
+            "message": "API Rate limit exceeded.",
+            "request_id": limited.headers["x-request-id"],
+        }
+        clock.advance(30)
+        assert (await c.get(f"{DO}/account")).status_code == 200
+        assert (await c.get(f"{DO}/account")).status_code == 429  # the second one still counts
+
+
+async def test_time_scale_shrinks_windows_and_allows_fractional_retry_after(clock: ManualClock) -> None:
+    """At time_scale 10 a "minute" lasts 6 s, and Retry-After / ratelimit-reset may carry fractions."""
+    world = World(SandboxConfig(do_rate_limit_per_minute=1, time_scale=10), clock=clock)
+    transport = httpx.ASGITransport(app=create_app(world))
+    async with httpx.AsyncClient(transport=transport, base_url="http://t", headers={"Authorization": "Bearer x"}) as c:
+        first = await c.get(f"{DO}/account")
+        clock.advance(1.5)
+        limited = await c.get(f"{DO}/account")
+        assert (limited.status_code, limited.headers["retry-after"]) == (429, "4.5")
+        assert float(first.headers["ratelimit-reset"]) == pytest.approx(world.now() - 1.5 + 360)
+        clock.advance(4.5)
+        assert (await c.get(f"{DO}/account")).status_code == 200

@@ -55,6 +55,9 @@ async def _ready_app(client: httpx.AsyncClient, world: World) -> str:
         ("server_error=503@/deploy$", Fault(FaultKind.SERVER_ERROR, path="/deploy$", param=503.0)),
         ("droplet_no_ip:1@post:/droplets", Fault(FaultKind.DROPLET_NO_IP, 1, "POST", "/droplets")),
         ("server_unreachable@*:/x:y", Fault(FaultKind.SERVER_UNREACHABLE, path="/x:y")),
+        ("sshd_never:1", Fault(FaultKind.SSHD_NEVER, 1)),
+        ("wrong_key@POST:/v2/droplets$", Fault(FaultKind.WRONG_KEY, method="POST", path="/v2/droplets$")),
+        ("response_lost=502:1@POST:/servers$", Fault(FaultKind.RESPONSE_LOST, 1, "POST", "/servers$", 502.0)),
     ],
 )
 def test_fault_parse_reads_the_grammar(text: str, expected: Fault) -> None:
@@ -70,7 +73,15 @@ def test_fault_text_round_trips() -> None:
 
 @pytest.mark.parametrize(
     "text",
-    ["explode", "build_fails:0", "rate_limit@GET:([", "server_error=404", "build_fails:x", "rate_limit=-1"],
+    [
+        "explode",
+        "build_fails:0",
+        "rate_limit@GET:([",
+        "server_error=404",
+        "build_fails:x",
+        "rate_limit=-1",
+        "response_lost=200",
+    ],
 )
 def test_fault_parse_rejects_bad_text(text: str) -> None:
     """Unknown kinds, zero counts, bad regexes and non-5xx statuses raise FaultSpecError."""
@@ -181,6 +192,67 @@ async def test_server_unreachable(client: httpx.AsyncClient, world: World) -> No
     body = (await client.get(f"{CO}/servers/{uuid}")).json()
     assert (body["settings"]["is_reachable"], body["settings"]["is_usable"]) == (False, False)
     assert "not reachable" in body["validation_logs"]
+
+
+async def _droplet_ip(client: httpx.AsyncClient, world: World, fault: str) -> str:
+    """Register the Coolify key, create a droplet with it under ``fault``, let it boot; its public IPv4."""
+    world.faults.add_spec(fault)
+    keys = (await client.get(f"{DO}/account/keys")).json()["ssh_keys"]
+    if not keys:
+        new = await client.post(f"{DO}/account/keys", json={"name": "c", "public_key": DEFAULT_COOLIFY_PUBLIC_KEY})
+        keys = [new.json()["ssh_key"]]
+    droplet = (await _droplet(client, ssh_keys=[keys[0]["id"]])).json()["droplet"]
+    world.advance(3600)
+    return world.droplet_public_ip(world.droplets[droplet["id"]]) or ""
+
+
+async def _validated(client: httpx.AsyncClient, world: World, ip: str) -> dict[str, Any]:
+    server = (await client.post(f"{CO}/servers", json={"ip": ip, "private_key_uuid": "sandbox-private-key"})).json()
+    await client.post(f"{CO}/servers/{server['uuid']}/validate", json={"install": True})
+    world.advance(5)
+    body: dict[str, Any] = (await client.get(f"{CO}/servers/{server['uuid']}")).json()
+    return body
+
+
+async def test_sshd_never(client: httpx.AsyncClient, world: World) -> None:
+    """sshd_never: the droplet boots and gets its IP, but every validation ends "Connection timed out"."""
+    ip = await _droplet_ip(client, world, "sshd_never:1@POST:/v2/droplets$")
+    server = await _validated(client, world, ip)
+    assert (server["settings"]["is_reachable"], server["is_validating"]) == (False, False)
+    assert server["validation_logs"].endswith(f"Error: ssh: connect to host {ip} port 22: Connection timed out")
+
+
+async def test_wrong_key(client: httpx.AsyncClient, world: World) -> None:
+    """wrong_key: the droplet was created with the Coolify key, yet SSH says Permission denied (publickey)."""
+    ip = await _droplet_ip(client, world, "wrong_key:1")
+    server = await _validated(client, world, ip)
+    assert server["settings"]["is_reachable"] is False
+    assert server["validation_logs"].endswith(f"Error: root@{ip}: Permission denied (publickey).")
+    other = await _droplet_ip(client, world, "build_hangs:1@/nothing")  # the fault was used up: next one is fine
+    assert (await _validated(client, world, other))["settings"]["is_usable"] is True
+
+
+async def test_response_lost_creates_the_droplet_but_answers_500(client: httpx.AsyncClient, world: World) -> None:
+    """response_lost: the droplet exists (GET by tag finds it after the lag) although the create got a 500."""
+    world.faults.add_spec("response_lost:1@POST:/v2/droplets$")
+    lost = await _droplet(client, tags=["orch-lost"])
+    assert (lost.status_code, lost.json()["id"]) == (500, "server_error")
+    assert lost.json()["request_id"] == lost.headers["x-request-id"]
+    assert len(world.droplets) == 1
+    world.advance(1)
+    listed = (await client.get(f"{DO}/droplets", params={"tag_name": "orch-lost"})).json()
+    assert listed["meta"]["total"] == 1
+    assert world.calls("POST", "/v2/droplets$")[-1].status == 500
+
+
+async def test_response_lost_on_coolify_creates(client: httpx.AsyncClient, world: World) -> None:
+    """response_lost=502 on a Coolify server create: the server exists, the caller saw Laravel's 502."""
+    world.faults.add_spec("response_lost=502:1@POST:/servers$")
+    lost = await client.post(f"{CO}/servers", json={"ip": "192.0.2.77", "private_key_uuid": "sandbox-private-key"})
+    assert (lost.status_code, lost.json()) == (502, {"message": "Server Error"})
+    assert [s["ip"] for s in (await client.get(f"{CO}/servers")).json()] == ["192.0.2.77"]
+    again = await client.post(f"{CO}/servers", json={"ip": "192.0.2.77", "private_key_uuid": "sandbox-private-key"})
+    assert again.status_code == 400  # "already in use": the first create did happen
 
 
 async def test_build_fails(client: httpx.AsyncClient, world: World) -> None:

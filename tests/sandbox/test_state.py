@@ -92,7 +92,9 @@ def _app(world: World, server: Server) -> Application:
 def test_config_defaults_follow_the_interface() -> None:
     """The default timings, limit and seeded ids are the ones the plan fixes."""
     config = SandboxConfig()
-    assert (config.droplet_boot_s, config.droplet_ip_delay_s, config.server_validation_s) == (4.0, 1.0, 2.0)
+    assert (config.droplet_boot_s, config.droplet_ip_delay_s, config.sshd_delay_s) == (4.0, 1.0, 3.0)
+    assert (config.validation_pickup_s, config.ssh_tries_span_s, config.docker_install_s) == (0.2, 0.6, 2.0)
+    assert (config.list_lag_s, config.time_scale) == (0.5, 1.0)
     assert (config.build_queue_s, config.build_s, config.droplet_limit) == (1.0, 4.0, 25)
     assert (config.project_uuid, config.environment_name) == ("sandbox-project", "production")
     assert config.private_key_uuid == "sandbox-private-key"
@@ -115,6 +117,17 @@ def test_config_from_env_reads_sandbox_variables() -> None:
     assert SandboxConfig.from_env({}) == SandboxConfig()
 
 
+def test_config_reads_renamed_and_new_variables() -> None:
+    """SANDBOX_DROPLET_LIST_LAG_S sets list_lag_s; the old SANDBOX_SERVER_VALIDATION_S sets the install time."""
+    config = SandboxConfig.from_env(
+        {"SANDBOX_DROPLET_LIST_LAG_S": "2", "SANDBOX_SERVER_VALIDATION_S": "1.5", "SANDBOX_TIME_SCALE": "10"}
+    )
+    assert (config.list_lag_s, config.docker_install_s, config.time_scale) == (2.0, 1.5, 10.0)
+    both = {"SANDBOX_SERVER_VALIDATION_S": "1.5", "SANDBOX_DOCKER_INSTALL_S": "7"}
+    assert SandboxConfig.from_env(both).docker_install_s == 7.0
+    assert SandboxConfig(server_validation_s=0.05).docker_install_s == 0.05
+
+
 @pytest.mark.parametrize(
     ("environ", "names"),
     [
@@ -122,6 +135,9 @@ def test_config_from_env_reads_sandbox_variables() -> None:
         ({"SANDBOX_DROPLET_LIMIT": "-1"}, "SANDBOX_DROPLET_LIMIT"),
         ({"SANDBOX_FAULTS": "explode"}, "SANDBOX_FAULTS"),
         ({"SANDBOX_COOLIFY_PUBLIC_KEY": "not a key"}, "SANDBOX_COOLIFY_PUBLIC_KEY"),
+        ({"SANDBOX_TIME_SCALE": "0"}, "SANDBOX_TIME_SCALE"),
+        ({"SANDBOX_DROPLET_LIST_LAG_S": "-1"}, "SANDBOX_DROPLET_LIST_LAG_S"),
+        ({"SANDBOX_SSHD_DELAY_S": "soon"}, "SANDBOX_SSHD_DELAY_S"),
     ],
 )
 def test_config_from_env_rejects_bad_values_naming_the_variable(environ: dict[str, str], names: str) -> None:
@@ -198,6 +214,7 @@ def test_install_validation_makes_a_server_ready_after_the_delay(world: World) -
     """Validation with install shows ``is_validating`` and then reachable and usable with no logs."""
     server = _server(world, _droplet_with_key(world))
     world.start_validation(server, install=True)
+    world.advance(0.21)
     assert world.server_state(server).is_validating
     assert not world.server_state(server).is_usable
     world.advance(2)
