@@ -18,7 +18,7 @@ from typing import Any, TypeVar
 
 import httpx
 
-from clients.errors import AuthError, ConflictError, NotFoundError
+from clients.errors import APIStatusError, AuthError, ConflictError, NotFoundError
 from clients.http import APIClient, JSONObject, path_segment
 
 __all__ = [
@@ -343,14 +343,16 @@ class DigitalOceanClient(APIClient):
         """Whether the token may create resources, found without creating anything.
 
         ``POST /v2/tags`` with an empty name: a token allowed to write gets past authorization and is refused
-        by validation (422); a read-only or under-scoped token gets 401/403. Any other answer is raised.
+        by validation (400 or 422); a read-only or under-scoped token gets 401/403. Any other answer is raised.
         """
         try:
             await self._http.send("POST", "/tags", json={"name": ""})
         except AuthError:
             return False
-        except ConflictError:  # 422: authorised, invalid name - nothing was created
-            return True
+        except APIStatusError as err:
+            if err.status_code in (400, 422):  # authorised, invalid name: nothing was created
+                return True
+            raise
         raise self._http.fail("POST /v2/tags with an empty name was accepted", "POST", "/tags")
 
     async def _list_all(

@@ -45,6 +45,7 @@ async def create_droplet(run: Run) -> None:
             f"Droplet {deployment.droplet_id} already exists; resuming", stage=DeploymentStage.CREATE_DROPLET
         )
         return
+    interrupted = deployment.stage == DeploymentStage.CREATE_DROPLET  # an earlier attempt got this far
     await run.event(
         f"Creating droplet {deployment.droplet_name} ({spec.size} in {spec.region}, image {spec.image})",
         stage=DeploymentStage.CREATE_DROPLET,
@@ -52,9 +53,12 @@ async def create_droplet(run: Run) -> None:
     )
     do = run.deps.digitalocean
     existing = await do.list_droplets(tag_name=deployment_tag(run))
-    if existing:
-        droplet = existing[0]
-        await run.event(f"Adopted droplet {droplet.id} created by an earlier attempt", droplet_id=droplet.id)
+    found = existing[0] if existing else None
+    if found is None and interrupted:
+        # The earlier attempt may have sent the create just before it died, and the list can lag a create.
+        found = await _find_uncertain_droplet(run)
+    if found is not None:
+        await run.event(f"Adopted droplet {found.id} created by an earlier attempt", droplet_id=found.id)
         return
     key = await do.ensure_ssh_key(name=SSH_KEY_NAME, public_key=run.deps.config.ssh_public_key)
     try:
@@ -286,6 +290,7 @@ async def wait_build(run: Run) -> None:
     """Poll the Coolify deployment until it finishes; a failed or cancelled build fails the step with the last
     lines of its output."""
     deployment_uuid = str(run.deployment.coolify_deployment_uuid)
+    timings = run.deps.config.timings
     await run.event("Waiting for the build", stage=DeploymentStage.WAIT_BUILD)
 
     async def check(attempt: int) -> tuple[str | None, str]:
@@ -293,6 +298,10 @@ async def wait_build(run: Run) -> None:
         if build.status == "finished":
             return build.status, "finished"
         if build.terminal:
+            # Coolify marks the deployment failed before it writes the failure into its logs
+            # (ApplicationDeploymentJob::failed): read them once more a moment later.
+            await run.sleep(min(timings.build_poll_interval_s, 2.0))
+            build = await run.deps.coolify.get_deployment(deployment_uuid)
             tail = failure_tail(build.log_lines(), secrets=[value for _, value in run.env])
             if not tail:
                 raise StepFailedError(f"Coolify build {deployment_uuid} ended with status {build.status}")
@@ -302,7 +311,6 @@ async def wait_build(run: Run) -> None:
             )
         return None, f"build {build.status}"
 
-    timings = run.deps.config.timings
     await run.poll(
         "the build to finish", check, interval=timings.build_poll_interval_s, timeout=timings.build_timeout_s
     )

@@ -54,6 +54,7 @@ class SandboxConfig:
     do_rate_limit_per_minute: int = 250
     do_keys_list_per_minute: int = 10
     coolify_rate_limit_per_minute: int = 200
+    do_read_only_tokens: str = ""  # comma-separated DigitalOcean tokens that may only read (others get 403)
     time_scale: float = 1.0  # rate-limit windows (and their Retry-After / reset values) are divided by it
     faults: str = ""  # SANDBOX_FAULTS, see sandbox.faults
     seed: int | None = None  # seeds generated uuids (None: random)

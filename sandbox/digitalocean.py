@@ -89,6 +89,7 @@ class DigitalOceanPolicy:
 
     def __init__(self, world: World) -> None:
         self.world = world
+        self._read_only = frozenset(t.strip() for t in world.config.do_read_only_tokens.split(",") if t.strip())
 
     def is_public(self, path: str) -> bool:
         """Every DigitalOcean route needs a token."""
@@ -119,6 +120,9 @@ class DigitalOceanPolicy:
         send ``retry-after``; a refused request is not counted.
         """
         world, now, key = self.world, self.world.now(), caller.key
+        if method != "GET" and caller.token in self._read_only:
+            # A read-only (or under-scoped) token is refused before anything happens: DigitalOcean's 403.
+            return _error(rid, 403, "forbidden", "You do not have access for the attempted action.")
         listing = world.do_keys_list[key]
         if method == "GET" and caller.path.endswith("/v2/account/keys") and not listing.hit(now):
             headers = {"retry-after": self._retry_after(listing, now)}
@@ -265,6 +269,7 @@ class DigitalOceanAPI:
             Route("/v2/regions", self.list_regions, methods=["GET"]),
             Route("/v2/sizes", self.list_sizes, methods=["GET"]),
             Route("/v2/images/{image_id}", self.get_image, methods=["GET"]),
+            Route("/v2/tags", self.create_tag, methods=["POST"]),
         ]
 
     # ---- account and keys
@@ -503,6 +508,30 @@ class DigitalOceanAPI:
         """GET /v2/images/{id or slug}: a public image, or 404."""
         image = find_image(str(request.path_params["image_id"]))
         return _not_found(request) if image is None else JSONResponse({"image": image_json(image.slug)})
+
+
+    async def create_tag(self, request: Request) -> Response:
+        """POST /v2/tags: 201 with the tag (creating an existing one returns it); a bad name is 422.
+
+        Tag names are letters, digits, `_`, `-` and `:`, at most 255 (spec `tags.name`), case-stable.
+        """
+        body = await _json_body(request)
+        if isinstance(body, Response):
+            return body
+        name = body.get("name")
+        if not isinstance(name, str) or not _TAG.match(name):
+            return _unprocessable(request, "name must be 1-255 letters, numbers, colons, dashes and underscores")
+        tag = self.world.canonical_tag(name)
+        tagged = sum(1 for d in self.world.droplets.values() if tag in d.tags)
+        resources = {
+            "count": tagged,
+            "droplets": {"count": tagged},
+            "images": {"count": 0},
+            "volumes": {"count": 0},
+            "volume_snapshots": {"count": 0},
+            "databases": {"count": 0},
+        }
+        return JSONResponse({"tag": {"name": tag, "resources": resources}}, status_code=201)
 
 
 async def _http_error(request: Request, exc: Exception) -> Response:

@@ -15,12 +15,26 @@ from redis.asyncio import Redis
 from deployer.embedded_redis import EmbeddedRedis
 from models.db import close_db, init_db
 from models.slot import ensure_slots
-from sandbox.state import DEFAULT_COOLIFY_PUBLIC_KEY
+from sandbox.state import DEFAULT_COOLIFY_PUBLIC_KEY, SandboxConfig
 from settings import CoolifySettings, DigitalOceanSettings, Settings, Timings
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 SSH_PUBLIC_KEY = DEFAULT_COOLIFY_PUBLIC_KEY
 FAST = 0.05
+#: The real clouds' order of events, fast: sshd answers after the IP appears (so the first validation fails with
+#: "Connection refused", as on DigitalOcean), and a new droplet shows in lists a moment after its create.
+FAST_WORLD = SandboxConfig(
+    droplet_boot_s=0.1,
+    droplet_ip_delay_s=0.05,
+    sshd_delay_s=0.15,
+    list_lag_s=0.05,
+    validation_pickup_s=0.02,
+    ssh_tries_span_s=0.05,
+    docker_install_s=0.05,
+    build_queue_s=0.05,
+    build_s=0.1,
+    app_delete_s=0.05,
+)
 
 
 def postgres_url() -> str | None:

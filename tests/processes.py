@@ -16,10 +16,15 @@ from deployer.embedded_redis import free_port
 from sandbox.state import DEFAULT_COOLIFY_PUBLIC_KEY
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
+#: The real clouds' order of events, fast: sshd answers after the IP appears, lists lag creates.
 FAST_SANDBOX = {
     "SANDBOX_DROPLET_BOOT_S": "0.2",
     "SANDBOX_DROPLET_IP_DELAY_S": "0.1",
-    "SANDBOX_SERVER_VALIDATION_S": "0.1",
+    "SANDBOX_SSHD_DELAY_S": "0.3",
+    "SANDBOX_DROPLET_LIST_LAG_S": "0.1",
+    "SANDBOX_VALIDATION_PICKUP_S": "0.05",
+    "SANDBOX_SSH_TRIES_SPAN_S": "0.1",
+    "SANDBOX_DOCKER_INSTALL_S": "0.1",
     "SANDBOX_BUILD_QUEUE_S": "0.1",
     "SANDBOX_BUILD_S": "0.2",
     "SANDBOX_APP_DELETE_S": "0.05",

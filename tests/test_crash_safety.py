@@ -42,7 +42,7 @@ async def test_a_killed_worker_is_replaced_without_duplicates(
     twice."""
     stack = Stack(tmp_path, redis_url=redis_url, database_url=database_url, queue=queue_name, env=CRASH_ENV)
     try:
-        stack.start_sandbox(SANDBOX_SERVER_VALIDATION_S="1.5", SANDBOX_BUILD_S="2")
+        stack.start_sandbox(SANDBOX_DOCKER_INSTALL_S="1.5", SANDBOX_BUILD_S="2")
         stack.start_api()
         first = stack.start_worker("worker-1")
         body = await gql(stack, "mutation { deploy { id } }")

@@ -4,7 +4,10 @@ real Redis, the database (SQLite, or PostgreSQL when DATABASE_URL is set), HTTP 
 from __future__ import annotations
 
 import asyncio
+import base64
 import json
+import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -181,8 +184,9 @@ async def test_a_deployment_runs_to_completed_and_streams_every_event(stack: Sta
     body = await gql(stack, "{ dropletCount { active available } }")
     assert body["data"]["dropletCount"] == {"active": 0, "available": 3}
     logs = stack.logs()
-    assert "DigitalOcean reachable" in logs
-    assert "Coolify reachable: version 4.3.11" in logs
+    assert "✓ DigitalOcean token: works" in logs  # the worker's start-up doctor checks
+    assert "✓ Coolify token: works (Coolify 4.3.11)" in logs
+    assert "✗" not in logs
     assert SECRET not in logs
     assert SECRET not in json.dumps(body)
 
@@ -202,8 +206,71 @@ async def test_a_failed_build_cleans_up_everything_and_frees_the_slot(stack: Sta
         {"id": deployment_id},
     )
     assert body["data"]["deployment"]["failedStage"] == "WAIT_BUILD"
-    assert "failed" in body["data"]["deployment"]["error"]
+    error = body["data"]["deployment"]["error"]
+    assert "ended with status failed; last lines of its output:" in error
+    assert "Deployment failed" in error  # Coolify's own words from the build's output
     assert body["data"]["dropletCount"] == {"active": 0, "available": 3}
     world = await sandbox_state(stack)
     assert world["droplets"] == []
     assert world["servers"] == []
+
+
+async def set_fault(stack: Stack, spec: str) -> None:
+    """Switch a sandbox fault on through its control API."""
+    async with httpx.AsyncClient(base_url=stack.sandbox_url) as client:
+        response = await client.post("/sandbox/_control/faults", json={"spec": spec})
+        assert response.status_code in (200, 201), response.text
+
+
+async def test_a_wrong_key_fails_at_validate_server_and_leaves_nothing(stack: Stack) -> None:
+    """A droplet that refuses Coolify's key fails at VALIDATE_SERVER saying which key to check; the droplet and
+    server are deleted and the slot is free."""
+    await set_fault(stack, "wrong_key")
+    deployment_id = await deploy(stack)
+    events = await subscribe_transport_ws(stack, deployment_id)
+    assert events[-1]["status"] == "FAILED"
+    body = await gql(
+        stack,
+        "query($id: ID!) { deployment(id: $id) { failedStage error } dropletCount { active available } }",
+        {"id": deployment_id},
+    )
+    assert body["data"]["deployment"]["failedStage"] == "VALIDATE_SERVER"
+    error = body["data"]["deployment"]["error"]
+    assert "Permission denied (publickey)" in error and "COOLIFY_SSH_PUBLIC_KEY" in error
+    assert body["data"]["dropletCount"] == {"active": 0, "available": 3}
+    world = await sandbox_state(stack)
+    assert world["droplets"] == [] and world["servers"] == []
+
+
+async def test_an_unknown_region_is_refused_at_deploy(stack: Stack) -> None:
+    """`region: "mars1"` is BAD_USER_INPUT naming input.region: nothing is queued and no slot is taken."""
+    body = await gql(stack, 'mutation { deploy(input: {region: "mars1"}) { id } }')
+    [error] = body["errors"]
+    assert error["extensions"]["code"] == "BAD_USER_INPUT"
+    assert error["extensions"]["fields"][0]["field"] == "input.region"
+    assert "nyc3" in error["extensions"]["fields"][0]["message"]  # it says what would be accepted
+    body = await gql(stack, "{ dropletCount { active available } }")
+    assert body["data"]["dropletCount"] == {"active": 0, "available": 3}
+    assert (await sandbox_state(stack))["droplets"] == []
+
+
+def test_doctor_checks_the_configured_clouds(stack: Stack) -> None:
+    """`deployer doctor` prints one ✓ line per check and exits 0; with a key Coolify does not hold it says so
+    with a ✗ and exits 1."""
+    good = subprocess.run(
+        [sys.executable, "-m", "deployer.cli", "doctor"], env=stack.env, capture_output=True, text=True, timeout=60
+    )
+    assert good.returncode == 0, good.stdout + good.stderr
+    lines = good.stdout.splitlines()
+    assert len(lines) == 8 and all(line.startswith("✓ ") for line in lines), good.stdout
+    blob = b"\x00\x00\x00\x0bssh-ed25519\x00\x00\x00\x20" + bytes(range(32))
+    other = "ssh-ed25519 " + base64.b64encode(blob).decode()
+    bad = subprocess.run(
+        [sys.executable, "-m", "deployer.cli", "doctor"],
+        env={**stack.env, "COOLIFY_SSH_PUBLIC_KEY": other},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert bad.returncode == 1
+    assert "✗ Coolify private key: the public half of sandbox-private-key is not COOLIFY_SSH_PUBLIC_KEY" in bad.stdout

@@ -20,7 +20,10 @@ from websockets.asyncio.client import ClientConnection, connect
 from deployer.embedded_redis import free_port
 from graphql_api.app import create_app
 from graphql_api.context import Services
+from sandbox.app import create_app as create_sandbox
+from sandbox.state import World
 from settings import ApiToken, Settings
+from tests.conftest import FAST_WORLD
 
 READ_TOKEN = "read-token-0123456789abcdef"
 DEPLOY_TOKEN = "deploy-token-0123456789abcdef"
@@ -86,11 +89,20 @@ async def served(app: Starlette) -> AsyncIterator[str]:
 
 
 @pytest.fixture
-def make_app(settings: Settings) -> Callable[..., Starlette]:
+def api_world() -> World:
+    """The sandbox the API's own DigitalOcean client (the catalog `deploy` checks) talks to."""
+    return World(FAST_WORLD)
+
+
+@pytest.fixture
+def make_app(settings: Settings, api_world: World) -> Callable[..., Starlette]:
     """Build an app from the test settings, optionally overriding some of them."""
 
     def build(**overrides: object) -> Starlette:
-        return create_app(settings.with_overrides(**overrides) if overrides else settings)
+        return create_app(
+            settings.with_overrides(**overrides) if overrides else settings,
+            cloud_transport=httpx.ASGITransport(app=create_sandbox(api_world)),
+        )
 
     return build
 

@@ -23,8 +23,9 @@ from models import Deployment
 from models.deployment import DeploymentStage, DeploymentStatus
 from models.env import EnvChange
 from sandbox.app import create_app as create_sandbox
-from sandbox.state import SandboxConfig, World
+from sandbox.state import World
 from settings import Settings
+from tests.conftest import FAST_WORLD
 from tests.env_support import RejectBulkItem, rows, sandbox_application
 from tests.graphql_api.conftest import ADMIN_TOKEN, DEPLOY, DEPLOY_TOKEN, TOKENS, GraphQLClient, running
 
@@ -32,14 +33,6 @@ from tests.graphql_api.conftest import ADMIN_TOKEN, DEPLOY, DEPLOY_TOKEN, TOKENS
 pytestmark = pytest.mark.filterwarnings("ignore:Call to deprecated setex:DeprecationWarning")
 
 SECRET = "sup3r-s3cret-env-value"
-FAST_WORLD = SandboxConfig(
-    droplet_boot_s=0.1,
-    droplet_ip_delay_s=0.05,
-    server_validation_s=0.05,
-    build_queue_s=0.05,
-    build_s=0.1,
-    app_delete_s=0.05,
-)
 RESTART = r"/applications/[^/]+/restart$"
 #: One call of each env mutation (query, variables other than the application uuid).
 EACH_MUTATION: list[tuple[str, dict[str, Any]]] = [

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import asyncio
 import uuid
+from dataclasses import replace
 from typing import Any
 
 import httpx
 from saq import Queue
 from starlette.applications import Starlette
 
+from graphql_api.app import create_app
 from graphql_api.context import Services
 from jobs.enqueue import DEPLOY_FUNCTION, deploy_job_key
 from jobs.envstash import read_values
@@ -210,3 +212,73 @@ async def test_deploy_id_is_a_uuid(gql: GraphQLClient) -> None:
     assert uuid.UUID(deployment_id)
     _, body = await gql("query($id: ID!) { deployment(id: $id) { id } }", {"id": deployment_id})
     assert body["data"]["deployment"]["id"] == deployment_id
+
+
+# -- DigitalOcean's catalog, checked before a slot is taken --------------------------------------------------
+
+
+def problems_of(body: dict[str, Any]) -> list[tuple[str, str]]:
+    """(field, message) pairs of a BAD_USER_INPUT answer."""
+    [error] = body["errors"]
+    assert error["extensions"]["code"] == "BAD_USER_INPUT", error
+    return [(f["field"], f["message"]) for f in error["extensions"]["fields"]]
+
+
+async def test_deploy_refuses_what_digitalocean_would_refuse(gql: GraphQLClient, queue: Queue) -> None:
+    """An unknown region, a size not offered in the region and an unknown image are refused, each named, before a
+    slot is taken or anything is queued."""
+    status, body = await gql(DEPLOY, {"input": {"region": "mars1", "image": "windows-95"}})
+    assert status == 200
+    fields = dict(problems_of(body))
+    assert fields["input.region"].startswith("is not a DigitalOcean region; regions: ")
+    assert fields["input.image"] == "is not a DigitalOcean image (slug or id)"
+    status, body = await gql(DEPLOY, {"input": {"region": "syd1", "size": "g-2vcpu-8gb"}})
+    [(field, message)] = problems_of(body)
+    assert field == "input.size"
+    assert message.startswith("is not offered in region syd1; sizes there: ")
+    assert await queue.count("queued") == 0
+    assert await DropletSlot.filter(deployment_id__isnull=False).count() == 0
+    assert await Deployment.all().count() == 0
+
+
+async def test_a_bad_default_is_named_by_its_setting(make_app: Any, settings: Settings) -> None:
+    """A default region DigitalOcean does not know is blamed on DROPLET_REGION, not on the caller."""
+    app = make_app(digitalocean=replace(settings.digitalocean, region="atlantis1"))
+    async with running(app), httpx.AsyncClient(transport=httpx.ASGITransport(app), base_url="http://t") as http:
+        _, body = await GraphQLClient(http)(DEPLOY, {})
+    [(field, message)] = problems_of(body)
+    assert field == "input.region (default DROPLET_REGION)"
+    assert message.startswith("is not a DigitalOcean region")
+
+
+async def test_deploy_refuses_rather_than_queue_blind(settings: Settings, queue: Queue) -> None:
+    """With no catalog read yet and DigitalOcean unreachable, deploy is UPSTREAM_ERROR and nothing is held."""
+    app = create_app(
+        settings.with_overrides(digitalocean=replace(settings.digitalocean, api_url="http://127.0.0.1:9")),
+    )
+    async with running(app), httpx.AsyncClient(transport=httpx.ASGITransport(app), base_url="http://t") as http:
+        _, body = await GraphQLClient(http)(DEPLOY, {})
+    [error] = body["errors"]
+    assert error["extensions"]["code"] == "UPSTREAM_ERROR"
+    assert "DigitalOcean's catalog could not be read" in error["message"]
+    assert "not queued" in error["message"]
+    assert await queue.count("queued") == 0
+    assert await DropletSlot.filter(deployment_id__isnull=False).count() == 0
+
+
+async def test_domains_with_dockercompose_are_refused(gql: GraphQLClient) -> None:
+    """Coolify takes no `domains` for compose apps: refused up front, naming the field."""
+    source = {"git": {"repository": "https://github.com/acme/stack", "buildPack": "DOCKERCOMPOSE"}}
+    _, body = await gql(DEPLOY, {"input": {"source": source, "domains": ["https://app.example.com"]}})
+    [(field, message)] = problems_of(body)
+    assert field == "input.domains"
+    assert "DOCKERCOMPOSE" in message
+
+
+async def test_base_directory_is_stored_for_the_worker(gql: GraphQLClient) -> None:
+    """baseDirectory is kept in the spec the worker builds the Coolify application from."""
+    source = {"git": {"repository": "https://github.com/acme/mono", "baseDirectory": "/apps/web"}}
+    _, body = await gql(DEPLOY, {"input": {"source": source}})
+    assert "errors" not in body, body
+    row = await Deployment.get(id=body["data"]["deploy"]["id"])
+    assert row.spec["source"]["base_directory"] == "/apps/web"  # type: ignore[index]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import uuid
 from collections.abc import AsyncIterator
 from dataclasses import replace
@@ -20,18 +21,9 @@ from jobs.envstash import stash_values
 from models.deployment import Deployment
 from models.slot import reserve_slot
 from sandbox.app import create_app as create_sandbox
-from sandbox.state import SandboxConfig, World
+from sandbox.state import World
 from settings import Settings
-from tests.conftest import fast_timings
-
-FAST_WORLD = SandboxConfig(
-    droplet_boot_s=0.1,
-    droplet_ip_delay_s=0.05,
-    server_validation_s=0.05,
-    build_queue_s=0.05,
-    build_s=0.1,
-    app_delete_s=0.05,
-)
+from tests.conftest import FAST_WORLD, fast_timings
 
 
 @pytest.fixture
@@ -40,20 +32,33 @@ def world() -> World:
     return World(FAST_WORLD)
 
 
-@pytest.fixture
-async def deps(world: World, redis: Redis, settings: Settings) -> AsyncIterator[Deps]:
-    """Clients wired to the sandbox through ASGI, with no real sleeping between client retries."""
+@contextlib.asynccontextmanager
+async def deps_for(world: World, redis: Redis, settings: Settings) -> AsyncIterator[Deps]:
+    """Clients wired to `world` through ASGI, with fast timings and quick client retries."""
     transport = httpx.ASGITransport(app=create_sandbox(world))
     retry = RetryPolicy(max_attempts=3, base_delay_s=0.01, max_delay_s=0.05, jitter=0)
     timings = fast_timings(droplet_timeout_s=1.0, build_timeout_s=1.0)
-    config = replace(PipelineConfig.from_settings(settings.with_overrides(timings=timings)), step_retry_delay_s=0.01)
+    config = replace(
+        PipelineConfig.from_settings(settings.with_overrides(timings=timings)),
+        step_retry_delay_s=0.01,
+        create_lookup_s=0.5,
+    )
     digitalocean = DigitalOceanClient(
         api_url=settings.digitalocean.api_url, token="do-token", transport=transport, retry=retry
     )
     coolify = CoolifyClient(api_url=settings.coolify.api_url, token="1|coolify-token", transport=transport, retry=retry)
-    yield Deps(digitalocean=digitalocean, coolify=coolify, redis=redis, config=config)
-    await digitalocean.aclose()
-    await coolify.aclose()
+    try:
+        yield Deps(digitalocean=digitalocean, coolify=coolify, redis=redis, config=config)
+    finally:
+        await digitalocean.aclose()
+        await coolify.aclose()
+
+
+@pytest.fixture
+async def deps(world: World, redis: Redis, settings: Settings) -> AsyncIterator[Deps]:
+    """Clients wired to the test's sandbox world."""
+    async with deps_for(world, redis, settings) as built:
+        yield built
 
 
 async def new_deployment(**spec: Any) -> Deployment:

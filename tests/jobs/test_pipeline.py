@@ -80,8 +80,14 @@ async def test_failure_at_each_step_cleans_up_everything(
 
 
 async def test_a_resumed_job_adopts_the_droplet_instead_of_creating_another(deps: Deps, world: World) -> None:
-    """A retry after a crash between the droplet POST and storing its id adopts the tagged droplet."""
+    """A retry after a crash between the droplet POST and storing its id adopts the tagged droplet, although
+    DigitalOcean's list does not show it yet when the retry starts."""
     deployment = await new_deployment()
+    # As the crashed attempt left it: in the CREATE_DROPLET step, with no droplet id stored.
+    await Deployment.filter(id=deployment.id).update(
+        status=DeploymentStatus.PROCESSING, stage=DeploymentStage.CREATE_DROPLET
+    )
+    deployment = await Deployment.get(id=deployment.id)
     key = await deps.digitalocean.ensure_ssh_key(name="deployer-coolify", public_key=SSH_PUBLIC_KEY)
     first = await deps.digitalocean.create_droplet(
         name=f"eliza-{deployment.id}", region="nyc3", size="s-1vcpu-1gb", image="ubuntu-24-04-x64",
@@ -144,7 +150,9 @@ async def test_a_refused_key_fails_at_once_naming_the_key(deps: Deps, world: Wor
     assert done.error is not None
     assert "Permission denied (publickey)" in done.error
     assert "COOLIFY_SSH_PUBLIC_KEY" in done.error and "sandbox-private-key" in done.error
-    assert len(world.calls("POST", r"/validate$")) == 1
+    assert "Asking again will not help" in done.error
+    # One validation may find sshd not up yet ("Connection refused"); the one that meets the key is the last.
+    assert 1 <= len(world.calls("POST", r"/validate$")) <= 2
     assert world.snapshot()["droplets"] == []
 
 
@@ -152,13 +160,13 @@ async def test_a_validated_server_is_never_validated_again(deps: Deps, world: Wo
     """A job resumed after validation (the build not started yet) skips the validation entirely."""
     done = await run(deps, await new_deployment())
     assert done.server_validated_at is not None
-    assert len(world.calls("POST", r"/validate$")) == 1
+    validations = len(world.calls("POST", r"/validate$"))
     await Deployment.filter(id=done.id).update(
         status=DeploymentStatus.PROCESSING, stage=DeploymentStage.CREATE_APPLICATION, coolify_deployment_uuid=None
     )
     again = await run(deps, await Deployment.get(id=done.id))
     assert again.status == DeploymentStatus.COMPLETED, again.error
-    assert len(world.calls("POST", r"/validate$")) == 1
+    assert len(world.calls("POST", r"/validate$")) == validations
 
 
 async def test_a_429_on_validate_is_not_yet(deps: Deps, world: World) -> None:
@@ -166,7 +174,9 @@ async def test_a_429_on_validate_is_not_yet(deps: Deps, world: World) -> None:
     world.faults.add_spec("rate_limit=0:2@POST:/validate$")
     done = await run(deps, await new_deployment())
     assert done.status == DeploymentStatus.COMPLETED, done.error
-    assert [c.status for c in world.calls("POST", r"/validate$")] == [429, 429, 201]
+    statuses = [c.status for c in world.calls("POST", r"/validate$")]
+    assert statuses[:3] == [429, 429, 201]
+    assert set(statuses[3:]) <= {201}  # later requests, if sshd was not up yet at the first
 
 
 async def test_a_server_at_a_reused_ip_is_a_conflict(deps: Deps, world: World) -> None:

@@ -414,6 +414,9 @@ async def _scenario(api: ContractClient, clock: ManualClock) -> None:
     docker_image = (await call("GET", f"{do}/images/docker-20-04")).json()["image"]["id"]
     await call("GET", f"{do}/images/{docker_image}")
     await call("GET", f"{do}/images/windows-11")
+    # ---- tags: the doctor's write probe (an empty name) and a real create
+    await call("POST", f"{do}/tags", json_body={"name": "deployer"})
+    await call("POST", f"{do}/tags", json_body={"name": ""}, check_request=False)
     # ---- an uncertain create: carried out, answered 500
     await call("POST", "/sandbox/_control/faults", json_body={"spec": "response_lost:1@POST:/v2/droplets$"})
     await call("POST", f"{do}/droplets", json_body={**body, "name": "lost", "image": docker_image, "tags": ["lost"]})

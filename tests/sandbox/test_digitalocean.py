@@ -416,3 +416,31 @@ async def test_time_scale_shrinks_windows_and_allows_fractional_retry_after(cloc
         assert float(first.headers["ratelimit-reset"]) == pytest.approx(world.now() - 1.5 + 360)
         clock.advance(4.5)
         assert (await c.get(f"{DO}/account")).status_code == 200
+
+
+async def test_tags_create_and_refuse_bad_names(client: httpx.AsyncClient) -> None:
+    """POST /v2/tags creates (or returns) a tag; an empty or invalid name is 422 and creates nothing."""
+    created = await client.post(f"{DO}/tags", json={"name": "Deployer"})
+    assert created.status_code == 201
+    assert created.json()["tag"]["name"] == "Deployer"
+    again = await client.post(f"{DO}/tags", json={"name": "deployer"})
+    assert again.json()["tag"]["name"] == "Deployer"  # case-stable: the first spelling is kept
+    for bad in ("", "has space", "x" * 256):
+        refused = await client.post(f"{DO}/tags", json={"name": bad})
+        assert refused.status_code == 422
+        assert refused.json()["id"] == "unprocessable_entity"
+
+
+async def test_read_only_tokens_may_only_read() -> None:
+    """A token listed in SANDBOX_DO_READ_ONLY_TOKENS reads, but any write is 403 forbidden, before the route."""
+    world = World(SandboxConfig(do_read_only_tokens="viewer-token"))
+    transport = httpx.ASGITransport(app=create_app(world))
+    async with httpx.AsyncClient(
+        transport=transport, base_url="http://sandbox.test", headers={"Authorization": "Bearer viewer-token"}
+    ) as viewer:
+        assert (await viewer.get(f"{DO}/account")).status_code == 200
+        refused = await viewer.post(f"{DO}/tags", json={"name": ""})
+        assert refused.status_code == 403
+        assert refused.json()["id"] == "forbidden"
+        assert (await viewer.post(f"{DO}/droplets", json={"name": "x"})).status_code == 403
+    assert world.droplets == {}
