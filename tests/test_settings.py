@@ -24,7 +24,9 @@ def test_defaults_match_the_contract() -> None:
     assert settings.digitalocean.name_prefix == "eliza"
     assert settings.coolify.environment_name == "production"
     assert settings.timings.droplet_poll_interval_s == 5
-    assert settings.timings.droplet_timeout_s == 60
+    assert settings.timings.droplet_timeout_s == 300
+    assert settings.timings.server_timeout_s == 600
+    assert settings.timings.build_timeout_s == 1800
     assert settings.database_url.startswith("sqlite://")
 
 
