@@ -8,6 +8,7 @@ POST and PATCH are never retried (see :mod:`clients.http`).
 
 from __future__ import annotations
 
+import json
 import logging
 import re
 from collections.abc import Sequence
@@ -22,6 +23,7 @@ __all__ = [
     "ACTIVE_DEPLOYMENT_STATUSES",
     "TERMINAL_DEPLOYMENT_STATUSES",
     "Application",
+    "BuildLogLine",
     "CoolifyClient",
     "CoolifyDeployment",
     "DeployResult",
@@ -30,6 +32,7 @@ __all__ = [
     "EnvVarSpec",
     "PrivateKey",
     "Server",
+    "parse_build_logs",
 ]
 
 API = "coolify"
@@ -169,14 +172,66 @@ class DeployResult:
     message: str
 
 
+#: Terminal colour and cursor sequences (CSI and OSC), which build output is full of.
+_ANSI = re.compile(r"\x1b\[[0-?]*[ -/]*[@-~]|\x1b\][^\x07\x1b]*(?:\x07|\x1b\\)|\x1b[@-Z\\-_]")
+
+
+@dataclass(frozen=True)
+class BuildLogLine:
+    """One visible line of a Coolify build log, without terminal escape sequences.
+
+    ``stream`` is ``stdout`` or ``stderr``; ``command`` is the command whose output this is (Coolify logs the
+    command itself as an entry with the command set), ``None`` for Coolify's own messages.
+    """
+
+    text: str
+    stream: str
+    timestamp: str | None
+    command: str | None
+
+
+def parse_build_logs(raw: object) -> list[BuildLogLine]:
+    """The visible lines of a deployment's ``logs`` field, oldest first.
+
+    Coolify stores ``logs`` as a JSON-encoded string holding a list of ``{command, output, type, timestamp,
+    hidden, batch, order}`` entries. Hidden entries are debug output that Coolify's UI shows only in debug mode
+    (``decode_remote_command_output`` in ``bootstrap/helpers/remoteProcess.php`` filters ``hidden === false``),
+    so they are skipped here too. An entry's output may span several lines; each becomes a line. Anything that
+    is not such a list (missing, malformed) gives no lines.
+    """
+    entries: object = raw
+    if isinstance(raw, str | bytes):
+        try:
+            entries = json.loads(raw)
+        except ValueError:
+            return []
+    if not isinstance(entries, list):
+        return []
+    lines: list[BuildLogLine] = []
+    for entry in entries:
+        if not isinstance(entry, dict) or entry.get("hidden") is True:
+            continue
+        output = _ANSI.sub("", str(entry.get("output") or "")).replace("\r\n", "\n").replace("\r", "\n")
+        stream = "stderr" if entry.get("type") == "stderr" else "stdout"
+        command = _opt_str(entry.get("command")) or None
+        for text in output.rstrip("\n").split("\n") if output.strip() else []:
+            lines.append(BuildLogLine(text, stream, _opt_str(entry.get("timestamp")), command))
+    return lines
+
+
 @dataclass(frozen=True)
 class CoolifyDeployment:
-    """One application deployment (``ApplicationDeploymentQueue``)."""
+    """One application deployment (``ApplicationDeploymentQueue``).
+
+    ``log`` holds the visible build log lines; it is ``None`` when Coolify did not send ``logs`` at all (a token
+    without ``read:sensitive`` does not see them).
+    """
 
     uuid: str
     status: str
     application_name: str | None
     finished_at: str | None
+    log: tuple[BuildLogLine, ...] | None = field(default=None, repr=False)
 
     @classmethod
     def from_api(cls, data: JSONObject) -> CoolifyDeployment:
@@ -186,6 +241,7 @@ class CoolifyDeployment:
             status=str(data["status"]),
             application_name=_opt_str(data.get("application_name")),
             finished_at=_opt_str(data.get("finished_at")),
+            log=tuple(parse_build_logs(data["logs"])) if "logs" in data else None,
         )
 
     @property

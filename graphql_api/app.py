@@ -12,6 +12,7 @@ import logging
 import os
 from collections.abc import AsyncIterator, Sequence
 
+import httpx
 from redis.asyncio import Redis
 from saq import Queue
 from starlette.applications import Starlette
@@ -20,6 +21,7 @@ from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import BaseRoute, Route, WebSocketRoute
 from tortoise import Tortoise
 
+from clients.coolify import CoolifyClient
 from graphql_api.auth import ADMIN, Authenticator, bearer_token
 from graphql_api.context import DeployerGraphQL, Services, ServicesProvider
 from graphql_api.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
@@ -36,8 +38,11 @@ READY_TIMEOUT_S = 2.0
 
 
 @contextlib.asynccontextmanager
-async def open_services(settings: Settings) -> AsyncIterator[Services]:
-    """Open the database, Redis, the queue and the progress hub; close them in reverse order."""
+async def open_services(
+    settings: Settings, *, transport: httpx.AsyncBaseTransport | None = None
+) -> AsyncIterator[Services]:
+    """Open the database, Redis, the queue, the progress hub and (when configured) a Coolify client; close them
+    in reverse order."""
     async with contextlib.AsyncExitStack() as stack:
         if not Tortoise.is_inited():  # one Tortoise per process: reuse it when the host process opened it
             await init_db(settings.database_url)
@@ -51,7 +56,13 @@ async def open_services(settings: Settings) -> AsyncIterator[Services]:
         hub = ProgressHub(redis)
         stack.push_async_callback(hub.stop)
         await hub.start()
-        yield Services(settings=settings, redis=redis, queue=queue, hub=hub)
+        coolify = None
+        if settings.coolify.api_url and settings.coolify.api_key:
+            coolify = CoolifyClient(
+                api_url=settings.coolify.api_url, token=settings.coolify.api_key, transport=transport
+            )
+            stack.push_async_callback(coolify.aclose)
+        yield Services(settings=settings, redis=redis, queue=queue, hub=hub, coolify=coolify)
 
 
 async def _readiness(services: Services) -> str | None:
@@ -67,12 +78,18 @@ async def _readiness(services: Services) -> str | None:
     return None
 
 
-def create_app(settings: Settings, *, extra_routes: Sequence[BaseRoute] = ()) -> Starlette:
+def create_app(
+    settings: Settings,
+    *,
+    extra_routes: Sequence[BaseRoute] = (),
+    transport: httpx.AsyncBaseTransport | None = None,
+) -> Starlette:
     """Build the API app.
 
     Args:
         settings: the process's settings (database, Redis, queue name, limits, API tokens, defaults).
         extra_routes: mounted after the API's own routes; the composition root mounts the sandbox here.
+        transport: an httpx transport for the Coolify client (tests pass the sandbox's ASGI transport).
     """
     provider = ServicesProvider()
     authenticator = Authenticator(settings.api_tokens)
@@ -105,7 +122,7 @@ def create_app(settings: Settings, *, extra_routes: Sequence[BaseRoute] = ()) ->
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
-        async with open_services(settings) as services:
+        async with open_services(settings, transport=transport) as services:
             provider.set(services)
             app.state.services = services
             try:

@@ -26,6 +26,7 @@ from strawberry.schema import BaseSchema
 from strawberry.subscriptions import GRAPHQL_TRANSPORT_WS_PROTOCOL
 from strawberry.types.unset import UNSET, UnsetType
 
+from clients.coolify import CoolifyClient
 from graphql_api.auth import Authenticator, Caller, bearer_token, connection_params_token
 from graphql_api.errors import UnauthenticatedError
 from jobs.progress import ProgressHub
@@ -42,6 +43,8 @@ class Services:
     redis: Redis
     queue: Queue
     hub: ProgressHub
+    #: Coolify, read live by `Deployment.application` and `Deployment.buildLog`; None when not configured.
+    coolify: CoolifyClient | None = None
 
 
 @dataclass
@@ -57,6 +60,7 @@ class Context:
     response: Response | WebSocket
     #: The WebSocket `connection_init` payload (Strawberry fills it in); None over HTTP.
     connection_params: dict[str, Any] | None = None
+    coolify: CoolifyClient | None = None
 
 
 class _WebSocketAdapter(ASGIWebSocketAdapter):
@@ -113,6 +117,7 @@ class DeployerGraphQL(GraphQL[Context, None]):
             caller=caller,
             request=request,
             response=response,
+            coolify=services.coolify,
         )
 
     async def on_ws_connect(self, context: Context) -> UnsetType | dict[str, object] | None:
