@@ -77,8 +77,9 @@ async def resolve_deployments(
     status: list[DeploymentStatus] | None = strawberry.UNSET,
     first: int | None = DEFAULT_PAGE_SIZE,
     after: str | None = strawberry.UNSET,
+    application_uuid: strawberry.ID | None = strawberry.UNSET,
 ) -> DeploymentConnection:
-    """One page of deployments, newest first, optionally only some statuses."""
+    """One page of deployments, newest first, optionally only some statuses or one application's."""
     status = status if isinstance(status, list) else None
     after = after if isinstance(after, str) else None
     first = DEFAULT_PAGE_SIZE if first is None else first
@@ -87,6 +88,8 @@ async def resolve_deployments(
     query = db.Deployment.all()
     if status:
         query = query.filter(status__in=[db.DeploymentStatus(s) for s in status])
+    if isinstance(application_uuid, str):
+        query = query.filter(application_uuid=application_uuid)
     total = await query.count()
     page_query = query
     if after is not None:

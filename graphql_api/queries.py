@@ -51,7 +51,8 @@ class Query:
         resolver=resolve_deployments,
         permission_classes=[CanRead],
         description=(
-            "Deployments, newest first, optionally only those in some statuses: a Relay connection of at most"
-            " 100 per page (`first`, default 20), continued with `after: pageInfo.endCursor`."
+            "Deployments, newest first, optionally only those in some statuses (or the one that created"
+            " `applicationUuid`): a Relay connection of at most 100 per page (`first`, default 20), continued with"
+            " `after: pageInfo.endCursor`."
         ),
     )
