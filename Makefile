@@ -1,5 +1,7 @@
 # Two commands on a fresh machine: `make dev` and `make test`. Both bootstrap .venv.
 PYTHON ?= python3
+HOST   ?= 127.0.0.1
+PORT   ?= 8000
 VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-$(shell cat pyproject.toml | cksum | cut -d' ' -f1)
@@ -15,8 +17,9 @@ $(STAMP): pyproject.toml | $(BIN)/python
 	rm -f $(VENV)/.installed-*
 	touch $(STAMP)
 
+# make dev PORT=8123 HOST=0.0.0.0 FRESH=1 (FRESH: no deployments, empty sandbox world)
 dev: $(STAMP)
-	$(BIN)/deployer dev
+	@$(BIN)/deployer dev --host $(HOST) --port $(PORT) $(if $(filter-out 0 no false,$(FRESH)),--fresh)
 
 test: $(STAMP)
 	$(BIN)/python -m pytest $(PYTEST_ARGS)

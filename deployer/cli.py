@@ -31,7 +31,7 @@ def _cmd_dev(args: argparse.Namespace) -> int:
     from deployer.devstack import run_dev
 
     settings = _settings(require_clouds=False, require_redis=False)
-    return asyncio.run(run_dev(settings, host=args.host, port=args.port, environ=os.environ))
+    return asyncio.run(run_dev(settings, host=args.host, port=args.port, environ=os.environ, fresh=args.fresh))
 
 
 def _cmd_serve(args: argparse.Namespace) -> int:
@@ -175,6 +175,10 @@ def build_parser() -> argparse.ArgumentParser:
         cmd.add_argument("--host", default="127.0.0.1")
         cmd.add_argument("--port", type=int, default=port)
         cmd.set_defaults(func=func)
+        if name == "dev":
+            cmd.add_argument(
+                "--fresh", action="store_true", help="start with no deployments and an empty sandbox world"
+            )
     sub.add_parser("worker", help="a SAQ worker alone (production)").set_defaults(func=_cmd_worker)
     deploy = sub.add_parser("deploy", help="start a deployment through the API (and with --wait, follow it)")
     _client_options(deploy)
