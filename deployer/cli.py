@@ -155,6 +155,15 @@ def _add_client_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser
         cmd.set_defaults(command="env")
 
 
+def _cmd_assets(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from deployer.assets import main as fetch_assets
+
+    settings = _settings(require_clouds=False, require_redis=False)
+    return fetch_assets(Path(settings.assets_dir), with_test_assets=args.test, strict=args.strict)
+
+
 def _cmd_schema(args: argparse.Namespace) -> int:
     from graphql_api.schema import sdl
 
@@ -203,6 +212,10 @@ def build_parser() -> argparse.ArgumentParser:
     follow.add_argument("--after", type=int, help="only events after this sequence number")
     follow.set_defaults(func=_cmd_follow)
     _add_client_commands(sub)
+    assets = sub.add_parser("assets", help="fetch GraphiQL (pinned, hash-checked) into DEPLOYER_ASSETS_DIR")
+    assets.add_argument("--test", action="store_true", help="also the Compose Specification schema for the tests")
+    assets.add_argument("--strict", action="store_true", help="exit 1 when anything could not be fetched")
+    assets.set_defaults(func=_cmd_assets)
     sub.add_parser("schema", help="print the GraphQL SDL").set_defaults(func=_cmd_schema)
     sub.add_parser("migrate", help="apply the database migrations (serve and worker also do at start)").set_defaults(
         func=_cmd_migrate

@@ -11,6 +11,7 @@ import contextlib
 import logging
 import os
 from collections.abc import AsyncIterator, Sequence
+from pathlib import Path
 
 import httpx
 from redis.asyncio import Redis
@@ -18,15 +19,18 @@ from saq import Queue
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response
-from starlette.routing import BaseRoute, Route, WebSocketRoute
+from starlette.routing import BaseRoute, Mount, Route, WebSocketRoute
+from starlette.staticfiles import StaticFiles
 from tortoise import Tortoise
 
 from clients.coolify import CoolifyClient
 from graphql_api.auth import ADMIN, Authenticator, bearer_token
 from graphql_api.context import DeployerGraphQL, Services, ServicesProvider
+from graphql_api.graphiql import ASSETS_PATH
 from graphql_api.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from graphql_api.metrics import render_metrics
 from graphql_api.schema import schema
+from graphql_api.status_page import status_page_routes
 from jobs.progress import ProgressHub
 from models.db import close_db, init_db, ping_db
 from models.slot import ensure_slots
@@ -93,7 +97,8 @@ def create_app(
     """
     provider = ServicesProvider()
     authenticator = Authenticator(settings.api_tokens)
-    view = DeployerGraphQL(schema, services=provider, authenticator=authenticator)
+    assets_dir = Path(settings.assets_dir)
+    view = DeployerGraphQL(schema, services=provider, authenticator=authenticator, assets_dir=assets_dir)
 
     async def healthz(request: Request) -> JSONResponse:
         return JSONResponse({"status": "ok"})
@@ -136,6 +141,8 @@ def create_app(
         Route("/healthz", healthz, methods=["GET"]),
         Route("/readyz", readyz, methods=["GET"]),
         Route("/metrics", metrics, methods=["GET"]),
+        Mount(ASSETS_PATH, app=StaticFiles(directory=assets_dir / "graphiql", check_dir=False)),
+        *status_page_routes(provider, auth_required=authenticator.enabled),
         *extra_routes,
     ]
     return Starlette(routes=routes, lifespan=lifespan)

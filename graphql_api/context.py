@@ -11,13 +11,14 @@ from __future__ import annotations
 import json
 import logging
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, cast
 
 from cross_web import StarletteRequestAdapter
 from redis.asyncio import Redis
 from saq import Queue
 from starlette.requests import Request
-from starlette.responses import Response
+from starlette.responses import HTMLResponse, Response
 from starlette.types import Receive, Scope, Send
 from starlette.websockets import WebSocket, WebSocketState
 from strawberry.asgi import ASGIWebSocketAdapter, GraphQL
@@ -29,6 +30,7 @@ from strawberry.types.unset import UNSET, UnsetType
 from clients.coolify import CoolifyClient
 from graphql_api.auth import Authenticator, Caller, bearer_token, connection_params_token
 from graphql_api.errors import UnauthenticatedError
+from graphql_api.graphiql import graphiql_page
 from jobs.progress import ProgressHub
 from settings import Settings
 
@@ -89,10 +91,24 @@ class DeployerGraphQL(GraphQL[Context, None]):
 
     websocket_adapter_class = _WebSocketAdapter
 
-    def __init__(self, schema: BaseSchema, *, services: ServicesProvider, authenticator: Authenticator) -> None:
+    def __init__(
+        self,
+        schema: BaseSchema,
+        *,
+        services: ServicesProvider,
+        authenticator: Authenticator,
+        assets_dir: Path | None = None,
+    ) -> None:
         super().__init__(schema, keep_alive=True, keep_alive_interval=15)
         self._services = services
         self._authenticator = authenticator
+        self._assets_dir = assets_dir
+
+    async def render_graphql_ide(self, request: Request) -> Response:
+        """GraphiQL from the local assets folder (or deployer's own query page when it is missing)."""
+        if self._assets_dir is None:
+            return await super().render_graphql_ide(request)
+        return HTMLResponse(graphiql_page(self._assets_dir))
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         """Answer HTTP operations without a valid token with 401 before anything runs."""
