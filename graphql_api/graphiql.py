@@ -123,7 +123,8 @@ fetches pinned, hash-checked copies from the npm registry) and reload. Meanwhile
             return "  " + f.name + (args.length ? "(" + args.join(", ") + ")" : "") + ": " + typeName(f.type);
           }}).concat((t.enumValues || []).map(function (v) {{ return "  " + v.name; }}));
           var body = members.length ? " {{\\n" + members.join("\\n") + "\\n}}" : "";
-          out.push(t.kind.toLowerCase() + " " + t.name + body);
+          var kind = {{OBJECT: "type", INPUT_OBJECT: "input"}}[t.kind] || t.kind.toLowerCase();
+          out.push(kind + " " + t.name + body);
         }});
       show(out.join("\\n\\n"));
     }}, function (e) {{ show(String(e)); }});
