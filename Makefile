@@ -1,22 +1,30 @@
 # Two commands on a fresh machine: `make dev` and `make test`. Both bootstrap .venv.
 PYTHON ?= python3
+HOST   ?= 127.0.0.1
+PORT   ?= 8000
 VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-$(shell cat pyproject.toml | cksum | cut -d' ' -f1)
 
-.PHONY: dev test check lint typecheck bench clean
+.PHONY: dev test check lint typecheck bench clean assets
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 
 $(STAMP): pyproject.toml | $(BIN)/python
-	$(BIN)/python -m pip install --quiet -e '.[test]'
+	$(BIN)/python -m pip install --quiet -e '.[dev,test]'
+	$(BIN)/deployer assets --test
 	rm -f $(VENV)/.installed-*
 	touch $(STAMP)
 
+# GraphiQL (and, for the tests, the Compose Specification schema): pinned, hash-checked, into vendor/.
+assets: $(STAMP)
+	$(BIN)/deployer assets --test
+
+# make dev PORT=8123 HOST=0.0.0.0 FRESH=1 (FRESH: no deployments, empty sandbox world)
 dev: $(STAMP)
-	$(BIN)/deployer dev
+	@$(BIN)/deployer dev --host $(HOST) --port $(PORT) $(if $(filter-out 0 no false,$(FRESH)),--fresh)
 
 test: $(STAMP)
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
@@ -34,4 +42,4 @@ bench: $(STAMP)
 	$(BIN)/python -m bench.graphql_overhead
 
 clean:
-	rm -rf $(VENV) .pytest_cache .mypy_cache .deployer
+	rm -rf $(VENV) .pytest_cache .mypy_cache .deployer vendor

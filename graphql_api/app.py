@@ -11,6 +11,7 @@ import contextlib
 import logging
 import os
 from collections.abc import AsyncIterator, Sequence
+from pathlib import Path
 
 import httpx
 from redis.asyncio import Redis
@@ -18,15 +19,19 @@ from saq import Queue
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response
-from starlette.routing import BaseRoute, Route, WebSocketRoute
+from starlette.routing import BaseRoute, Mount, Route, WebSocketRoute
+from starlette.staticfiles import StaticFiles
 from tortoise import Tortoise
 
+from clients.coolify import CoolifyClient
 from clients.digitalocean import DigitalOceanClient
 from graphql_api.auth import ADMIN, Authenticator, bearer_token
 from graphql_api.context import DeployerGraphQL, Services, ServicesProvider
+from graphql_api.graphiql import ASSETS_PATH
 from graphql_api.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from graphql_api.metrics import render_metrics
 from graphql_api.schema import schema
+from graphql_api.status_page import status_page_routes
 from jobs.catalog import Catalog
 from jobs.progress import ProgressHub
 from models.db import close_db, init_db, ping_db
@@ -42,10 +47,11 @@ READY_TIMEOUT_S = 2.0
 async def open_services(
     settings: Settings, *, cloud_transport: httpx.AsyncBaseTransport | None = None
 ) -> AsyncIterator[Services]:
-    """Open the database, Redis, the queue, the progress hub and DigitalOcean's catalog; close them in reverse.
+    """Open the database, Redis, the queue, the progress hub, DigitalOcean's catalog and a Coolify client (each
+    cloud when configured); close them in reverse order.
 
     Args:
-        cloud_transport: an httpx transport for the DigitalOcean client (tests pass the sandbox's).
+        cloud_transport: an httpx transport for both cloud clients (tests pass the sandbox's).
     """
     async with contextlib.AsyncExitStack() as stack:
         if not Tortoise.is_inited():  # one Tortoise per process: reuse it when the host process opened it
@@ -72,7 +78,13 @@ async def open_services(
                 "DO_API_KEY is not set for the API: deploy cannot check region, size and image against"
                 " DigitalOcean's catalog, so a bad choice fails in the worker instead of at deploy"
             )
-        yield Services(settings=settings, redis=redis, queue=queue, hub=hub, catalog=catalog)
+        coolify = None
+        if settings.coolify.api_url and settings.coolify.api_key:
+            coolify = CoolifyClient(
+                api_url=settings.coolify.api_url, token=settings.coolify.api_key, transport=cloud_transport
+            )
+            stack.push_async_callback(coolify.aclose)
+        yield Services(settings=settings, redis=redis, queue=queue, hub=hub, catalog=catalog, coolify=coolify)
 
 
 async def _readiness(services: Services) -> str | None:
@@ -99,11 +111,12 @@ def create_app(
     Args:
         settings: the process's settings (database, Redis, queue name, limits, API tokens, defaults).
         extra_routes: mounted after the API's own routes; the composition root mounts the sandbox here.
-        cloud_transport: an httpx transport for the API's DigitalOcean client (tests pass the sandbox's).
+        cloud_transport: an httpx transport for the API's cloud clients (tests pass the sandbox's).
     """
     provider = ServicesProvider()
     authenticator = Authenticator(settings.api_tokens)
-    view = DeployerGraphQL(schema, services=provider, authenticator=authenticator)
+    assets_dir = Path(settings.assets_dir)
+    view = DeployerGraphQL(schema, services=provider, authenticator=authenticator, assets_dir=assets_dir)
 
     async def healthz(request: Request) -> JSONResponse:
         return JSONResponse({"status": "ok"})
@@ -146,6 +159,8 @@ def create_app(
         Route("/healthz", healthz, methods=["GET"]),
         Route("/readyz", readyz, methods=["GET"]),
         Route("/metrics", metrics, methods=["GET"]),
+        Mount(ASSETS_PATH, app=StaticFiles(directory=assets_dir / "graphiql", check_dir=False)),
+        *status_page_routes(provider, auth_required=authenticator.enabled),
         *extra_routes,
     ]
     return Starlette(routes=routes, lifespan=lifespan)

@@ -11,13 +11,14 @@ from __future__ import annotations
 import json
 import logging
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, cast
 
 from cross_web import StarletteRequestAdapter
 from redis.asyncio import Redis
 from saq import Queue
 from starlette.requests import Request
-from starlette.responses import Response
+from starlette.responses import HTMLResponse, Response
 from starlette.types import Receive, Scope, Send
 from starlette.websockets import WebSocket, WebSocketState
 from strawberry.asgi import ASGIWebSocketAdapter, GraphQL
@@ -26,8 +27,10 @@ from strawberry.schema import BaseSchema
 from strawberry.subscriptions import GRAPHQL_TRANSPORT_WS_PROTOCOL
 from strawberry.types.unset import UNSET, UnsetType
 
+from clients.coolify import CoolifyClient
 from graphql_api.auth import Authenticator, Caller, bearer_token, connection_params_token
 from graphql_api.errors import UnauthenticatedError
+from graphql_api.graphiql import graphiql_page
 from jobs.catalog import Catalog
 from jobs.progress import ProgressHub
 from settings import Settings
@@ -45,6 +48,8 @@ class Services:
     hub: ProgressHub
     #: DigitalOcean's catalog, when the API has DigitalOcean credentials (`deploy` checks region/size/image).
     catalog: Catalog | None = None
+    #: Coolify, read live by `Deployment.application` and `Deployment.buildLog`; None when not configured.
+    coolify: CoolifyClient | None = None
 
 
 @dataclass
@@ -62,6 +67,8 @@ class Context:
     connection_params: dict[str, Any] | None = None
     #: DigitalOcean's catalog (None when the API has no DigitalOcean credentials).
     catalog: Catalog | None = None
+    #: Coolify, read live by `Deployment.application` and `Deployment.buildLog` (None when not configured).
+    coolify: CoolifyClient | None = None
 
 
 class _WebSocketAdapter(ASGIWebSocketAdapter):
@@ -90,10 +97,24 @@ class DeployerGraphQL(GraphQL[Context, None]):
 
     websocket_adapter_class = _WebSocketAdapter
 
-    def __init__(self, schema: BaseSchema, *, services: ServicesProvider, authenticator: Authenticator) -> None:
+    def __init__(
+        self,
+        schema: BaseSchema,
+        *,
+        services: ServicesProvider,
+        authenticator: Authenticator,
+        assets_dir: Path | None = None,
+    ) -> None:
         super().__init__(schema, keep_alive=True, keep_alive_interval=15)
         self._services = services
         self._authenticator = authenticator
+        self._assets_dir = assets_dir
+
+    async def render_graphql_ide(self, request: Request) -> Response:
+        """GraphiQL from the local assets folder (or deployer's own query page when it is missing)."""
+        if self._assets_dir is None:
+            return await super().render_graphql_ide(request)
+        return HTMLResponse(graphiql_page(self._assets_dir))
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         """Answer HTTP operations without a valid token with 401 before anything runs."""
@@ -119,6 +140,7 @@ class DeployerGraphQL(GraphQL[Context, None]):
             caller=caller,
             request=request,
             response=response,
+            coolify=services.coolify,
         )
 
     async def on_ws_connect(self, context: Context) -> UnsetType | dict[str, object] | None:

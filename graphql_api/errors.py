@@ -110,11 +110,21 @@ class DropletLimitReachedError(DeployerError):
     code = "DROPLET_LIMIT_REACHED"
     status = 429
 
-    def __init__(self, limit: int) -> None:
+    def __init__(self, limit: int, held: int | None = None) -> None:
+        holders = limit if held is None else held
         super().__init__(
-            f"The droplet limit of {limit} is reached: wait until a deployment finishes and its droplet is deleted"
+            f"The droplet limit of {limit} is reached: {holders} deployment{'s' if holders != 1 else ''} hold"
+            f"{'' if holders != 1 else 's'} a droplet slot (list them with dropletCount {{ holders {{ id status }} }})."
+            " A COMPLETED deployment keeps its slot until destroyDeployment frees it; FAILED and CANCELLED ones"
+            " free theirs when their cleanup ends"
         )
         self.limit = limit
+        self.held = holders
+
+    @property
+    def extensions(self) -> dict[str, object]:
+        """Code, status, the limit and how many slots are held."""
+        return {**super().extensions, "limit": self.limit, "held": self.held}
 
 
 class UpstreamError(DeployerError):

@@ -31,7 +31,7 @@ from jobs.catalog import CatalogUnavailableError, Choice
 from jobs.enqueue import enqueue_deploy
 from jobs.progress import record
 from models import deployment as db
-from models.slot import release_slot, reserve_slot
+from models.slot import release_slot, reserve_slot, slot_usage
 from settings import Settings
 
 logger = logging.getLogger("deployer.graphql")
@@ -119,7 +119,8 @@ async def deploy(info: Info[Context, None], input: DeployInput | None = strawber
     request = resolve_deploy_input(data, defaults=deploy_defaults(settings), deployment_id=str(deployment_id))
     await _check_catalog(info.context, request)
     if await reserve_slot(deployment_id, settings.max_active_droplets) is None:
-        raise DropletLimitReachedError(settings.max_active_droplets)
+        usage = await slot_usage(settings.max_active_droplets)
+        raise DropletLimitReachedError(settings.max_active_droplets, held=usage.active)
     try:
         row = await _create_and_enqueue(info.context, deployment_id, request)
     except BaseException:

@@ -8,6 +8,7 @@ from strawberry.types import Info
 from graphql_api.auth import CanRead
 from graphql_api.context import Context
 from graphql_api.errors import NotFoundError
+from graphql_api.listing import DeploymentConnection, resolve_deployments
 from graphql_api.types import Deployment, DropletCount, parse_deployment_id
 from models import deployment as db
 from models.slot import slot_usage
@@ -45,4 +46,13 @@ class Query:
         resolver=resolve_droplet_count,
         permission_classes=[CanRead],
         description="Droplet slots held, the limit, and free slots.",
+    )
+    deployments: DeploymentConnection = strawberry.field(
+        resolver=resolve_deployments,
+        permission_classes=[CanRead],
+        description=(
+            "Deployments, newest first, optionally only those in some statuses (or the one that created"
+            " `applicationUuid`): a Relay connection of at most 100 per page (`first`, default 20), continued with"
+            " `after: pageInfo.endCursor`."
+        ),
     )

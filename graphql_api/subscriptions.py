@@ -14,6 +14,7 @@ from graphql_api.context import Context
 from graphql_api.errors import BadUserInputError
 from graphql_api.queries import load_deployment
 from graphql_api.types import DeploymentEvent
+from graphql_api.updates import DeploymentUpdate, follow_updates
 from jobs.progress import ProgressEvent
 
 
@@ -43,5 +44,13 @@ class Subscription:
         description=(
             "Stored events with a sequence above `afterSequence` (all when omitted), then live ones, each"
             " once and in order; completes after the event that puts the deployment in a final status."
+        ),
+    )
+    deployment_updates: AsyncGenerator[DeploymentUpdate, None] = strawberry.subscription(
+        resolver=follow_updates,
+        permission_classes=[CanRead],
+        description=(
+            "Every status or stage change of any deployment, live (no replay: read `deployments` after"
+            " subscribing); with `status`, only changes into one of those statuses."
         ),
     )

@@ -13,11 +13,14 @@ from datetime import datetime
 from typing import Any
 
 import strawberry
+from strawberry.types import Info
 
+from graphql_api.application import Application, BuildLog, read_application, read_build_log
+from graphql_api.context import Context
 from graphql_api.errors import BadUserInputError
 from jobs.progress import ProgressEvent, stored_events
 from models import deployment as db
-from models.slot import SlotUsage
+from models.slot import SlotUsage, slot_holders
 
 #: The models' enums, exposed as they are: one definition, so the API can never drift from the database.
 strawberry.enum(db.DeploymentStatus, description="Where a deployment is in its life.")
@@ -125,6 +128,19 @@ async def resolve_events(
     return [DeploymentEvent.from_progress(event) for event in await stored_events(root.id, after=after)]
 
 
+async def resolve_application(root: strawberry.Parent[Deployment], info: Info[Context, None]) -> Application | None:
+    """The deployment's Coolify application, read live (null when it has none or Coolify deleted it)."""
+    return await read_application(info.context.coolify, root.application_uuid)
+
+
+async def resolve_build_log(
+    root: strawberry.Parent[Deployment], info: Info[Context, None], lines: int | None = 100
+) -> BuildLog | None:
+    """The newest Coolify build of the deployment's application, read live (null when there is none)."""
+    count = 100 if lines is None else lines
+    return await read_build_log(info.context.coolify, root.application_uuid, root.coolify_deployment_uuid, count)
+
+
 @strawberry.type(description="One requested deployment and everything the pipeline has learned about it.")
 class Deployment:
     """A deployment as clients see it."""
@@ -156,6 +172,18 @@ class Deployment:
     events: list[DeploymentEvent] = strawberry.field(
         resolver=resolve_events,
         description="Stored progress events in order; only those after `afterSequence` if given.",
+    )
+    application: Application | None = strawberry.field(
+        resolver=resolve_application,
+        description="The Coolify application as Coolify has it now; null when none exists (any more).",
+    )
+    build_log: BuildLog | None = strawberry.field(
+        resolver=resolve_build_log,
+        description=(
+            "The latest Coolify build of the application with its last `lines` visible lines (at most 1000),"
+            " read live; null when Coolify has none (a failed deployment's application is deleted by its cleanup:"
+            " its `error` keeps the reason)."
+        ),
     )
 
     @classmethod
@@ -190,6 +218,13 @@ class Deployment:
         )
 
 
+async def resolve_holders() -> list[Deployment]:
+    """The deployments that hold droplet slots, by slot number."""
+    ids = await slot_holders()
+    rows = {row.id: row for row in await db.Deployment.filter(id__in=ids)} if ids else {}
+    return [Deployment.from_model(rows[i]) for i in ids if i in rows]
+
+
 @strawberry.type(description="Droplet slots: held, the limit, and how many are free.")
 class DropletCount:
     """What `dropletCount` reports."""
@@ -197,6 +232,11 @@ class DropletCount:
     active: int
     limit: int
     available: int
+
+    holders: list[Deployment] = strawberry.field(
+        resolver=resolve_holders,
+        description="The deployments holding a slot; destroyDeployment frees the slot of a COMPLETED one.",
+    )
 
     @classmethod
     def from_usage(cls, usage: SlotUsage) -> DropletCount:

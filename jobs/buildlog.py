@@ -26,7 +26,7 @@ def failure_tail(lines: Sequence[BuildLogLine], *, secrets: Iterable[str] = ()) 
     kept: list[str] = []
     size = 0
     for line in reversed(lines[-TAIL_LINES:]):
-        text = line.output
+        text = line.text
         for secret in hidden:
             text = text.replace(secret, REDACTED)
         cost = len(text.encode()) + 1

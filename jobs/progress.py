@@ -19,7 +19,7 @@ import logging
 import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from redis.asyncio import Redis
@@ -40,6 +40,8 @@ logger = logging.getLogger("deployer.progress")
 CHANNEL_PREFIX = "deployer:progress:"
 #: How long a listener waits without any announcement before it re-reads the database anyway.
 RESYNC_AFTER_S = 10.0
+#: `listen_all` catches up on events stored this long before the newest it has seen (writers' clocks differ).
+ALL_CATCH_UP_MARGIN = timedelta(seconds=5)
 
 
 def channel(deployment_id: uuid.UUID | str) -> str:
@@ -191,13 +193,15 @@ class ProgressHub:
         self._redis = redis
         self._resync_after_s = resync_after_s
         self._queues: dict[str, set[asyncio.Queue[object]]] = {}
+        #: Listeners of every deployment's events (`listen_all`).
+        self._all: set[asyncio.Queue[object]] = set()
         self._task: asyncio.Task[None] | None = None
         self._ready = asyncio.Event()
 
     @property
     def listener_count(self) -> int:
         """How many listeners are registered (for metrics and tests)."""
-        return sum(len(queues) for queues in self._queues.values())
+        return sum(len(queues) for queues in self._queues.values()) + len(self._all)
 
     async def start(self, timeout: float = 10.0) -> None:
         """Subscribe and wait until Redis has confirmed the subscription."""
@@ -215,7 +219,7 @@ class ProgressHub:
         self._broadcast(_RESYNC)
 
     def _broadcast(self, item: object) -> None:
-        for queues in self._queues.values():
+        for queues in (*self._queues.values(), self._all):
             for queue in queues:
                 queue.put_nowait(item)
 
@@ -250,14 +254,14 @@ class ProgressHub:
     def _dispatch(self, raw_channel: bytes | str, data: bytes | str) -> None:
         name = raw_channel.decode() if isinstance(raw_channel, bytes) else raw_channel
         queues = self._queues.get(name)
-        if not queues:
+        if not queues and not self._all:
             return
         try:
             event = ProgressEvent.from_json(data)
         except (ValueError, KeyError, TypeError):
             logger.warning("ignoring a malformed progress message", extra={"channel": name})
             return
-        for queue in queues:
+        for queue in (*(queues or ()), *self._all):
             queue.put_nowait(event)
 
     async def listen(self, deployment_id: uuid.UUID | str, *, after_sequence: int = 0) -> AsyncIterator[ProgressEvent]:
@@ -304,3 +308,35 @@ class ProgressHub:
                 queues.discard(queue)
                 if not queues:
                     del self._queues[name]
+
+    async def listen_all(self) -> AsyncIterator[ProgressEvent]:
+        """Stream every deployment's new events, live, each once and in order per deployment; never ends.
+
+        Announcements missed while Redis was away (or during a quiet spell) are caught up from the database:
+        events stored since the last one seen, minus a margin for the writers' clocks.
+        """
+        if self._task is None or not self._ready.is_set():
+            raise RuntimeError("ProgressHub.start() must be awaited before listen_all()")
+        queue: asyncio.Queue[object] = asyncio.Queue()
+        self._all.add(queue)
+        seen: dict[str, int] = {}
+        since = datetime.now(UTC)
+        try:
+            while True:
+                try:
+                    item = await asyncio.wait_for(queue.get(), timeout=self._resync_after_s)
+                except TimeoutError:
+                    item = _RESYNC
+                if isinstance(item, ProgressEvent):
+                    batch = [item]
+                else:
+                    rows = await DeploymentEvent.filter(at__gt=since).order_by("at", "id")
+                    batch = [ProgressEvent.from_model(row) for row in rows]
+                for event in batch:
+                    if event.sequence <= seen.get(event.deployment_id, 0):
+                        continue
+                    seen[event.deployment_id] = event.sequence
+                    since = max(since, event.at - ALL_CATCH_UP_MARGIN)
+                    yield event
+        finally:
+            self._all.discard(queue)

@@ -302,7 +302,7 @@ async def wait_build(run: Run) -> None:
             # (ApplicationDeploymentJob::failed): read them once more a moment later.
             await run.sleep(min(timings.build_poll_interval_s, 2.0))
             build = await run.deps.coolify.get_deployment(deployment_uuid)
-            tail = failure_tail(build.log_lines(), secrets=[value for _, value in run.env])
+            tail = failure_tail(build.log or (), secrets=[value for _, value in run.env])
             if not tail:
                 raise StepFailedError(f"Coolify build {deployment_uuid} ended with status {build.status}")
             await run.event(f"Last lines of the build output:\n{tail}")

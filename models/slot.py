@@ -97,3 +97,11 @@ async def slot_usage(limit: int) -> SlotUsage:
     """Count held slots (including any above a lowered limit) against the limit."""
     active = await DropletSlot.filter(deployment_id__isnull=False).count()
     return SlotUsage(active=active, limit=limit)
+
+
+async def slot_holders() -> list[uuid.UUID]:
+    """The deployments holding a slot, by slot number."""
+    rows = (
+        await DropletSlot.filter(deployment_id__isnull=False).order_by("slot").values_list("deployment_id", flat=True)
+    )
+    return [row if isinstance(row, uuid.UUID) else uuid.UUID(str(row)) for row in rows]

@@ -509,7 +509,6 @@ class DigitalOceanAPI:
         image = find_image(str(request.path_params["image_id"]))
         return _not_found(request) if image is None else JSONResponse({"image": image_json(image.slug)})
 
-
     async def create_tag(self, request: Request) -> Response:
         """POST /v2/tags: 201 with the tag (creating an existing one returns it); a bad name is 422.
 

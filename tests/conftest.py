@@ -146,3 +146,20 @@ def make_settings(
 def settings(db: str, redis_url: str, queue_name: str) -> Settings:
     """Settings for in-process tests: the test database, Redis, a unique queue and fast timings."""
     return make_settings(database_url=db, redis_url=redis_url, queue_name=queue_name)
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    """Print every loud skip (see tests/loud.py) in a banner, so a missing browser or spec is never missed."""
+    from tests.loud import PREFIX
+
+    reasons: dict[str, int] = {}
+    for report in terminalreporter.stats.get("skipped", []):
+        longrepr = report.longrepr
+        reason = longrepr[2] if isinstance(longrepr, tuple) else str(longrepr)
+        if PREFIX in reason:
+            text = reason[reason.index(PREFIX) :]
+            reasons[text] = reasons.get(text, 0) + 1
+    if reasons:
+        terminalreporter.write_sep("!", "SOME TESTS WERE NOT RUN", red=True, bold=True)
+        for text, count in reasons.items():
+            terminalreporter.write_line(f"{count} test(s) {text}", red=True, bold=True)

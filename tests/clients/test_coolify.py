@@ -1067,3 +1067,28 @@ async def test_delete_env(coolify: CoolifyClient, httpx_mock: HTTPXMock) -> None
     )
     assert await coolify.delete_env(APP, "env-1") is True
     assert await coolify.delete_env(APP, "env-2") is False
+
+
+def test_parse_build_logs_keeps_visible_lines_without_colour_codes() -> None:
+    """Hidden entries are skipped, ANSI sequences stripped, multi-line output split, and junk gives nothing."""
+    import json
+
+    from clients.coolify import BuildLogLine, parse_build_logs
+
+    raw = json.dumps(
+        [
+            {"command": "docker build .", "output": "", "type": "stdout", "hidden": False, "timestamp": "t0"},
+            {"command": None, "output": "\x1b[32mStep 1/2\x1b[0m\r\nStep 2/2\n", "type": "stdout", "hidden": False,
+             "timestamp": "t1"},
+            {"command": "[CMD]: secret", "output": "debug only", "type": "stdout", "hidden": True, "timestamp": "t2"},
+            {"command": None, "output": "exit code 1", "type": "stderr", "hidden": False, "timestamp": "t3"},
+        ]
+    )  # fmt: skip
+    assert parse_build_logs(raw) == [
+        BuildLogLine("Step 1/2", "stdout", "t1", None),
+        BuildLogLine("Step 2/2", "stdout", "t1", None),
+        BuildLogLine("exit code 1", "stderr", "t3", None),
+    ]
+    assert parse_build_logs("not json") == []
+    assert parse_build_logs(None) == []
+    assert parse_build_logs('{"a": 1}') == []

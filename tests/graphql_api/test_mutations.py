@@ -166,7 +166,7 @@ async def test_fourth_deploy_hits_the_droplet_limit(gql: GraphQLClient, queue: Q
     _, body = await gql("mutation { deploy { id } }")
     assert body["data"] is None
     [error] = body["errors"]
-    assert error["extensions"] == {"code": "DROPLET_LIMIT_REACHED", "status": 429}
+    assert error["extensions"] == {"code": "DROPLET_LIMIT_REACHED", "status": 429, "limit": 3, "held": 3}
     assert "limit of 3" in error["message"]
     assert await Deployment.all().count() == 3
     assert await queue.count("queued") == 3

@@ -8,7 +8,7 @@ from jobs.buildlog import TAIL_BYTES, TAIL_LINES, failure_tail
 
 def lines(*texts: str) -> list[BuildLogLine]:
     """Build-log lines from plain texts."""
-    return [BuildLogLine(output=t, stderr=False) for t in texts]
+    return [BuildLogLine(text=t, stream="stdout", timestamp=None, command=None) for t in texts]
 
 
 def test_keeps_the_last_lines() -> None:

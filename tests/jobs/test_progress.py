@@ -124,3 +124,23 @@ async def test_replay_goes_past_completed_into_a_later_destroy(hub: ProgressHub,
     await record(redis, deployment, "destroyed", status=DeploymentStatus.DESTROYED)
     events = await asyncio.wait_for(listener, 5)
     assert [e.message for e in events] == ["done", "destroying", "destroyed"]
+
+
+async def test_listen_all_streams_every_deployment_and_catches_up_on_missed_announcements(
+    hub: ProgressHub, redis: Redis
+) -> None:
+    """`listen_all` yields every deployment's new events once; one stored without an announcement is found in
+    the database after a quiet spell."""
+    listener = hub.listen_all()
+    first = asyncio.ensure_future(anext(listener))
+    while hub.listener_count == 0:
+        await asyncio.sleep(0.01)
+    a, b = await Deployment.create(), await Deployment.create()
+    await record(redis, a, "a1")
+    assert (await asyncio.wait_for(first, 10)).message == "a1"
+    await record(None, b, "b1 (never announced)")
+    await record(redis, a, "a2")
+    got = [await asyncio.wait_for(anext(listener), 10) for _ in range(2)]
+    assert sorted(e.message for e in got) == ["a2", "b1 (never announced)"]
+    await listener.aclose()
+    assert hub.listener_count == 0

@@ -24,6 +24,7 @@ from starlette.routing import Mount, Route
 from sandbox import ManualClock, World, create_app
 from sandbox.gate import ApiGate
 from sandbox.state import DEFAULT_COOLIFY_PUBLIC_KEY
+from tests.loud import loud_skip
 
 RESEARCH = "shared/research/coolify-api.md"
 
@@ -208,7 +209,7 @@ def specs_dir() -> Path:
     """The shared specs folder, or a skip when it is absent."""
     folder = _specs_dir()
     if not (folder / "digitalocean-openapi.yaml").is_file() or not (folder / "coolify-openapi.json").is_file():
-        pytest.skip(f"OpenAPI specs not found in {folder} (set DEPLOYER_SPECS_DIR)")
+        loud_skip(f"contract tests: the OpenAPI specs are not in {folder} (set DEPLOYER_SPECS_DIR)")
     return folder
 
 
