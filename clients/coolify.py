@@ -287,7 +287,10 @@ def parse_build_logs(raw: object) -> list[BuildLogLine]:
     for entry in entries:
         if not isinstance(entry, dict) or entry.get("hidden") is True:
             continue
-        output = _ANSI.sub("", str(entry.get("output") or "")).replace("\r\n", "\n").replace("\r", "\n")
+        output = entry.get("output")
+        if not isinstance(output, str):
+            continue
+        output = _ANSI.sub("", output).replace("\r\n", "\n").replace("\r", "\n")
         stream = "stderr" if entry.get("type") == "stderr" else "stdout"
         command = _opt_str(entry.get("command")) or None
         for text in output.rstrip("\n").split("\n") if output.strip() else []:

@@ -208,8 +208,9 @@ async def follow(
 
 
 def summary(deployment_id: str, final: dict[str, Any]) -> str:
-    """The last line `follow` prints: the status, where a failure happened, and an address only while the
-    application runs (a failed, cancelled or destroyed deployment's application and droplet are deleted)."""
+    """What `follow` prints at the end. Its last line is the status, where a failure happened, and an address
+    only while the application runs (a failed, cancelled or destroyed deployment's application and droplet are
+    deleted); the lines of build output a failed build's error carries come before it."""
     status = final["status"]
     details = [f"deployment {deployment_id}: {status}"]
     if status in FAILURE and final.get("failedStage"):
@@ -219,9 +220,14 @@ def summary(deployment_id: str, final: dict[str, Any]) -> str:
             details.append(f"ip {final['ipAddress']}")
         if final.get("applicationUrl"):
             details.append(f"url {final['applicationUrl']}")
+    output: list[str] = []
     if final.get("error"):
-        details.append(f"error: {final['error']}")
-    return ", ".join(details)
+        # A failed build's error ends with the last lines of its output: shown above, so that the summary
+        # stays the last line (scripts read it).
+        first, *rest = str(final["error"]).splitlines() or [""]
+        details.append(f"error: {first}")
+        output = [f"  | {line}" for line in rest]
+    return "\n".join([*output, ", ".join(details)])
 
 
 def parse_env(items: Sequence[str], environ: dict[str, str]) -> list[dict[str, str]]:

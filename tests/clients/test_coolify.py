@@ -284,24 +284,6 @@ def test_validation_text_is_plain_one_line() -> None:
     assert text.endswith('Error: ssh: connect to host 203.0.113.7 port 22: "refused"')
 
 
-def test_parse_build_logs_skips_hidden_and_strips_ansi() -> None:
-    """Visible entries only, ANSI colour codes and carriage returns removed, multi-line outputs split."""
-    raw = json.dumps(
-        [
-            {"command": "docker exec x", "output": "internal", "type": "stdout", "hidden": True, "batch": 1},
-            {"command": None, "output": "\u001b[32m#1 building\u001b[0m\r\n#2 done", "type": "stdout", "hidden": False},
-            {"command": None, "output": "ERROR: failed to solve", "type": "stderr", "hidden": False},
-            {"command": None, "output": "   ", "type": "stdout", "hidden": False},
-        ]
-    )
-    lines = parse_build_logs(raw)
-    assert [(line.output, line.stderr) for line in lines] == [
-        ("#1 building", False),
-        ("#2 done", False),
-        ("ERROR: failed to solve", True),
-    ]
-
-
 @pytest.mark.parametrize("raw", [None, "", "not json", "{}", json.dumps([1, "x", {"output": 5}])])
 def test_parse_build_logs_tolerates_garbage(raw: str | None) -> None:
     """Missing or malformed logs give no lines, never an error."""
@@ -315,7 +297,7 @@ async def test_get_deployment_keeps_logs(coolify: CoolifyClient, httpx_mock: HTT
         url=f"{V1}/deployments/d1", json={"deployment_uuid": "d1", "status": "failed", "logs": logs}
     )
     deployment = await coolify.get_deployment("d1")
-    assert [line.output for line in deployment.log_lines()] == ["Step 1/3"]
+    assert [line.text for line in deployment.log or ()] == ["Step 1/3"]
     assert "Step" not in repr(deployment)
 
 
