@@ -142,3 +142,28 @@ async def test_rate_limits_per_token_only_delay(redis: Redis, settings: Settings
     assert done.status == DeploymentStatus.COMPLETED, done.error
     refused = [c for c in world.requests if c.status == 429]
     assert refused, "the limits were never reached: the test proves nothing"
+
+
+async def test_every_deploy_input_field_reaches_the_clouds(deps: Deps, world: World) -> None:
+    """Name, repository, branch, build pack, base directory, ports and domains reach Coolify; region, size and
+    image reach DigitalOcean."""
+    spec = {
+        "name": "shop",
+        "source": {"kind": "git", "repository": "https://github.com/acme/mono", "branch": "release",
+                   "build_pack": "dockerfile", "base_directory": "/apps/web"},
+        "ports": "3000,9090",
+        "domains": ["https://shop.example.com", "https://www.shop.example.com"],
+        "region": "ams3",
+        "size": "s-2vcpu-4gb",
+        "image": "debian-12-x64",
+    }  # fmt: skip
+    done = await run(deps, await new_deployment(**spec))
+    assert done.status == DeploymentStatus.COMPLETED, done.error
+    [droplet] = world.snapshot()["droplets"]  # type: ignore[misc]
+    assert (droplet["region"], droplet["size"], droplet["image"]) == ("ams3", "s-2vcpu-4gb", "debian-12-x64")
+    app = world.applications[str(done.application_uuid)]
+    assert app.name == "shop"
+    assert app.git_repository == "acme/mono"  # Coolify stores github.com URLs as owner/repo
+    assert (app.git_branch, app.build_pack, app.base_directory) == ("release", "dockerfile", "/apps/web")
+    assert app.ports_exposes == "3000,9090"
+    assert app.fqdn == "https://shop.example.com,https://www.shop.example.com"
