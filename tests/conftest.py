@@ -40,6 +40,14 @@ def redis_url() -> Iterator[str]:
         yield server.url
 
 
+@pytest.fixture
+def private_redis() -> Iterator[EmbeddedRedis]:
+    """A Redis server of this test's own (persistence off), which the test may restart (`stop()`, `start()`:
+    same port, every key lost) or flush without disturbing anything else."""
+    with EmbeddedRedis() as server:
+        yield server
+
+
 async def _reset_postgres(url: str) -> None:
     conn = await asyncpg.connect(url.replace("postgres://", "postgresql://", 1))
     try:
