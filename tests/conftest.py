@@ -23,6 +23,24 @@ SSH_PUBLIC_KEY = DEFAULT_COOLIFY_PUBLIC_KEY
 FAST = 0.05
 
 
+#: Measurements tests report (chaos counts, takeover and recovery times), shown at the end of the run.
+SUMMARY: dict[str, list[str]] = {}
+
+
+def report(section: str, line: str) -> None:
+    """Show `line` under `section` in the summary at the end of the test run (and print it for `-s`)."""
+    SUMMARY.setdefault(section, []).append(line)
+    print(line)
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    """Write what the tests measured below the results."""
+    for section, lines in SUMMARY.items():
+        terminalreporter.write_sep("-", section)
+        for line in lines:
+            terminalreporter.write_line(line)
+
+
 def postgres_url() -> str | None:
     """DATABASE_URL when it points at PostgreSQL (CI's second run), else None."""
     url = os.environ.get("DATABASE_URL", "")
@@ -102,7 +120,7 @@ def fast_timings(**overrides: float) -> Timings:
         "server_timeout_s": 5.0,
         "build_poll_interval_s": FAST,
         "build_timeout_s": 5.0,
-        "job_heartbeat_s": 0.3,
+        "job_heartbeat_s": 1.0,
         "worker_sweep_s": 1.0,
         "reaper_interval_s": 0.5,
     }

@@ -22,7 +22,7 @@ import httpx
 import pytest
 
 from deployer.embedded_redis import EmbeddedRedis
-from tests.conftest import postgres_url
+from tests.conftest import postgres_url, report
 from tests.outage_support import STATUS, Subscriber, TcpProxy, event_time, gql, wait_for
 from tests.processes import Stack
 from tests.test_end_to_end import sandbox_state
@@ -117,7 +117,7 @@ async def test_redis_restart_loses_no_deployment_and_no_event(
         assert count["data"]["dropletCount"]["active"] == 4
         late = await deploy(other.url)  # the API's queue reconnected
         assert (await Subscriber(late, [api.url]).start().finish(timeout=60))[-1]["status"] == "COMPLETED"
-        print(f"\nRedis restart: lost jobs re-queued from the database {max(requeued):.1f} s after the restart")
+        report("outages", f"Redis restart: lost jobs re-queued from the database {max(requeued):.1f} s after it")
     finally:
         stack.stop()
 
@@ -170,9 +170,10 @@ async def test_postgres_outage_makes_readyz_fail_and_everything_recovers(
         assert await _creates(stack) == {"droplets": 1, "servers": 1, "applications": 1}
         late = await deploy(api.url)
         assert (await Subscriber(late, [api.url]).start().finish(timeout=60))[-1]["status"] == "COMPLETED"
-        print(
-            f"\nPostgreSQL outage: /readyz 503 ({body['reason']}); back to 200 {ready_after:.1f} s after the"
-            f" database returned; the deployment progressed again after {resumed - restored:.1f} s"
+        report(
+            "outages",
+            f"PostgreSQL outage: /readyz 503 ({body['reason']}); 200 again {ready_after:.1f} s after the database"
+            f" returned; the deployment progressed again after {resumed - restored:.1f} s",
         )
     finally:
         stack.stop()
@@ -203,7 +204,7 @@ async def test_a_cloud_outage_is_ridden_out(tmp_path: Path, redis_url: str, data
             t for e, t in zip(events, subscriber.arrivals, strict=True) if t > cleared and "error" not in e["message"]
         )
         assert await _creates(stack) == {"droplets": 1, "servers": 1, "applications": 1}
-        print(f"\nCloud outage (4 s of 503): progress resumed {progressed - cleared:.1f} s after the clouds answered")
+        report("outages", f"Cloud outage (4 s of 503): progress resumed {progressed - cleared:.1f} s after it ended")
     finally:
         stack.stop()
 
