@@ -96,6 +96,9 @@ class Measures:
     outcomes: Counter[str] = field(default_factory=Counter)
     created: Counter[str] = field(default_factory=Counter)
     destroyed: int = 0
+    #: Server validations asked again by a resumed attempt (a finished step repeated; 0 once it is skipped).
+    revalidations: int = 0
+    resumed: int = 0
 
 
 class Chaos:
@@ -241,6 +244,15 @@ async def check_creates(chaos: Chaos, rows: dict[str, dict[str, Any]]) -> None:
     }
     assert created == recorded, (created, recorded)
     chaos.measures.created.update(created)
+    for row in rows.values():
+        if row["serverUuid"] is None:
+            continue
+        validations = sum(p.endswith(f"/api/v1/servers/{row['serverUuid']}/validate") for p in ok)
+        if any(e["message"].startswith("Resuming") for e in row["events"]):
+            chaos.measures.resumed += 1
+            chaos.measures.revalidations += max(0, validations - 1)
+        elif row["status"] == "COMPLETED":
+            assert validations == 1, (row, validations)  # an uninterrupted deployment validates its server once
 
 
 async def check_clouds_and_slots(chaos: Chaos) -> None:
@@ -288,6 +300,9 @@ def summarize(measures: Measures) -> None:
     report("chaos", f"chaos ({database}): trials {dict(measures.kinds)}; deployments {dict(measures.outcomes)}")
     report("chaos", f"chaos: destroyed {measures.destroyed}; created {dict(measures.created)}, one each per deployment")
     report("chaos", f"chaos: takeover after a worker SIGKILL: {_spread(measures.takeovers)}")
+    report(
+        "chaos", f"chaos: resumed deployments {measures.resumed}, server validations repeated {measures.revalidations}"
+    )
     report("chaos", f"chaos: Redis restart, first progress after it: {_spread(measures.redis_stalls)}")
     report("chaos", f"chaos: Redis restart, lost jobs re-queued after: {_spread(measures.redis_requeues)}")
     report(
