@@ -154,7 +154,7 @@ class Keeper:
             await asyncio.sleep(self.every_s)
             try:
                 await self.beat()
-            except (RedisError, OSError) as exc:
+            except Exception as exc:  # never stop beating: a silent keeper would leave its jobs unleased
                 silent_s = time.monotonic() - self._last_ok
                 logger.warning("keeper beat failed (%s), %.1f s since the last one", type(exc).__name__, silent_s)
                 if silent_s * 1000 >= self.ttl_ms:
