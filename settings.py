@@ -68,12 +68,13 @@ class Timings:
     server_timeout_s: float = 600.0
     build_poll_interval_s: float = 5.0
     build_timeout_s: float = 1800.0
-    #: A running job renews its heartbeat every third of this; a job silent this long has lost its worker.
-    job_heartbeat_s: float = 30.0
+    #: A worker renews its leases and job heartbeats every third of this; a worker silent this long is dead
+    #: and its deployments are taken over (within this plus `worker_sweep_s` and a second).
+    job_heartbeat_s: float = 10.0
     #: How often workers look for jobs whose heartbeat expired, and retry them elsewhere.
-    worker_sweep_s: float = 5.0
+    worker_sweep_s: float = 2.0
     #: How often one worker (cluster-wide) runs the reaper.
-    reaper_interval_s: float = 15.0
+    reaper_interval_s: float = 5.0
 
     @property
     def stall_after_s(self) -> float:
@@ -139,9 +140,9 @@ class Settings:
             server_timeout_s=env.seconds("SERVER_TIMEOUT_S", 600.0),
             build_poll_interval_s=env.seconds("BUILD_POLL_INTERVAL_S", 5.0),
             build_timeout_s=env.seconds("BUILD_TIMEOUT_S", 1800.0),
-            job_heartbeat_s=env.seconds("JOB_HEARTBEAT_S", 30.0),
-            worker_sweep_s=env.seconds("WORKER_SWEEP_S", 5.0),
-            reaper_interval_s=env.seconds("REAPER_INTERVAL_S", 15.0),
+            job_heartbeat_s=env.seconds("JOB_HEARTBEAT_S", 10.0),
+            worker_sweep_s=env.seconds("WORKER_SWEEP_S", 2.0),
+            reaper_interval_s=env.seconds("REAPER_INTERVAL_S", 5.0),
         )
         digitalocean = DigitalOceanSettings(
             api_url=env.url("DO_API_URL", DEFAULT_DO_API_URL),

@@ -224,6 +224,11 @@ def build_parser() -> argparse.ArgumentParser:
     deploy.add_argument(
         "--env", action="append", metavar="KEY[=VALUE]", help="an env var; KEY alone reads the value from your env"
     )
+    deploy.add_argument(
+        "--idempotency-key",
+        metavar="KEY",
+        help="run this again with the same KEY and input (within 24 h) to get the same deployment, never a second",
+    )
     deploy.add_argument("--wait", action="store_true", help="follow the deployment; exit 0 if it completes")
     deploy.set_defaults(func=_cmd_deploy)
     follow = sub.add_parser("follow", help="stream a deployment's progress; exit 0 completed, 1 failed, 2 error")

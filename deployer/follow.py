@@ -268,6 +268,8 @@ def deploy_input(args: Any, environ: dict[str, str]) -> dict[str, Any]:
         data["ports"] = args.port
     if args.env:
         data["env"] = parse_env(args.env, environ)
+    if getattr(args, "idempotency_key", None):
+        data["idempotencyKey"] = args.idempotency_key
     return data
 
 

@@ -14,8 +14,7 @@ from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
 
 import httpx
-from redis.asyncio import Redis
-from saq import Queue
+from saq.queue.redis import RedisQueue
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response
@@ -33,6 +32,7 @@ from graphql_api.metrics import render_metrics
 from graphql_api.schema import schema
 from graphql_api.status_page import status_page_routes
 from jobs.catalog import Catalog
+from jobs.enqueue import redis_from_url
 from jobs.progress import ProgressHub
 from models.db import close_db, init_db, ping_db
 from models.slot import ensure_slots
@@ -58,9 +58,9 @@ async def open_services(
             await init_db(settings.database_url)
             stack.push_async_callback(close_db)
         await ensure_slots(settings.max_active_droplets)
-        redis = Redis.from_url(settings.redis_url)
+        redis = redis_from_url(settings.redis_url)
         stack.push_async_callback(redis.aclose)
-        queue = Queue.from_url(settings.redis_url, name=settings.queue_name)
+        queue = RedisQueue(redis_from_url(settings.redis_url), name=settings.queue_name)
         await queue.connect()
         stack.push_async_callback(queue.disconnect)
         hub = ProgressHub(redis)

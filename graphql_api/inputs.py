@@ -9,6 +9,8 @@ The env mutations share the variable checks (`check_env_key`, `check_env_value`,
 
 from __future__ import annotations
 
+import hashlib
+import json
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -30,6 +32,9 @@ MAX_PORTS = 20
 MAX_DOMAINS = 20
 MAX_NAME_LENGTH = 100
 MAX_URL_LENGTH = 2048
+MAX_IDEMPOTENCY_KEY_LENGTH = 255
+#: How long an idempotency key returns the deployment it created.
+IDEMPOTENCY_WINDOW_HOURS = 24
 #: DigitalOcean slugs (regions, sizes, images).
 SLUG_PATTERN = re.compile(r"^[a-z0-9][a-z0-9-]*$")
 MAX_SLUG_LENGTH = 64
@@ -150,6 +155,15 @@ class DeployInput:
     env: list[EnvVarInput] | None = strawberry.field(
         default=strawberry.UNSET, description="Initial environment; later entries may not repeat a key."
     )
+    idempotency_key: str | None = strawberry.field(
+        default=strawberry.UNSET,
+        description=(
+            f"1-{MAX_IDEMPOTENCY_KEY_LENGTH} printable characters chosen by the caller. Within"
+            f" {IDEMPOTENCY_WINDOW_HOURS} h, `deploy` with the same key and the same input returns the deployment"
+            " the first call created (even when retries race, only one is created); the same key with a"
+            " different input is refused. Environment values are not compared."
+        ),
+    )
 
 
 def _given(value: _T | None) -> TypeGuard[_T]:
@@ -186,7 +200,54 @@ def validate_deploy_input(data: DeployInput | None, *, path: str = "input") -> l
             problems += _check_slug(f"{path}.{name}", value)
     if _given(data.env):
         problems += check_env_vars(f"{path}.env", data.env, flags_allowed=False)
+    if data.idempotency_key is not None and data.idempotency_key is not strawberry.UNSET:
+        problems += _check_idempotency_key(f"{path}.idempotencyKey", data.idempotency_key)
     return problems
+
+
+def _check_idempotency_key(path: str, key: str) -> list[Problem]:
+    if not 1 <= len(key) <= MAX_IDEMPOTENCY_KEY_LENGTH:
+        return [(path, f"must be 1 to {MAX_IDEMPOTENCY_KEY_LENGTH} characters")]
+    if not key.isprintable():
+        return [(path, "must hold only printable characters (no control characters or line breaks)")]
+    return []
+
+
+def idempotency_key(data: DeployInput | None) -> str | None:
+    """The input's idempotency key, or None when none was given."""
+    if data is None or not _given(data.idempotency_key):
+        return None
+    return data.idempotency_key
+
+
+def deploy_input_hash(data: DeployInput | None) -> str:
+    """SHA-256 of the input in a canonical form, telling a retry (same input) from a reused key.
+
+    Every field counts as given (an omitted field differs from one given its default value), except the key
+    itself and the environment's values: only their keys are compared, since deployer keeps nothing derived
+    from a value.
+    """
+    data = data or DeployInput()
+    source: dict[str, object] | None = None
+    if _given(data.source):
+        if _given(data.source.git):
+            git = data.source.git
+            base = git.base_directory if _given(git.base_directory) else None
+            source = {"git": [git.repository, git.branch, git.build_pack.value, base]}
+        elif _given(data.source.docker):
+            source = {"docker": [data.source.docker.image, data.source.docker.tag]}
+    canonical = {
+        "name": data.name if _given(data.name) else None,
+        "source": source,
+        "ports": list(data.ports) if _given(data.ports) else None,
+        "domains": list(data.domains) if _given(data.domains) else None,
+        "region": data.region if _given(data.region) else None,
+        "size": data.size if _given(data.size) else None,
+        "image": data.image if _given(data.image) else None,
+        "env_keys": [item.key for item in data.env] if _given(data.env) else None,
+    }
+    encoded = json.dumps(canonical, sort_keys=True, separators=(",", ":")).encode()
+    return hashlib.sha256(encoded).hexdigest()
 
 
 def _check_name(path: str, name: str) -> list[Problem]:

@@ -3,6 +3,12 @@
 
 `deploy` never leaks a slot: once a slot is reserved, any failure (including cancellation) releases it and
 deletes the half-written deployment before the error propagates.
+
+With `idempotencyKey`, `deploy` looks the key up before it reserves anything, so a retry returns the
+deployment the first call created even when every slot is held. Retries that race all reserve a slot and try
+to insert the row and reserve a slot in one transaction; the unique key column lets exactly one in (a racing
+insert waits for the first transaction), and every other caller rolls back and returns that row: one
+deployment, one slot, one droplet.
 """
 
 from __future__ import annotations
@@ -10,18 +16,25 @@ from __future__ import annotations
 import asyncio
 import logging
 import uuid
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 
 import strawberry
 from strawberry.types import Info
+from tortoise.exceptions import IntegrityError
+from tortoise.transactions import in_transaction
 
 from graphql_api.auth import CanChangeEnv, CanDeploy
 from graphql_api.context import Context
 from graphql_api.env import EnvUpdate, bulk_set_env, delete_env, set_env
 from graphql_api.errors import BadUserInputError, DropletLimitReachedError, UpstreamError
 from graphql_api.inputs import (
+    IDEMPOTENCY_WINDOW_HOURS,
     DeployDefaults,
     DeployInput,
     DeployRequest,
+    deploy_input_hash,
+    idempotency_key,
     resolve_deploy_input,
     validate_deploy_input,
 )
@@ -35,6 +48,8 @@ from models.slot import release_slot, reserve_slot, slot_usage
 from settings import Settings
 
 logger = logging.getLogger("deployer.graphql")
+#: Rounds of "look the key up, else try to create" before giving up on a key that keeps racing.
+IDEMPOTENT_ATTEMPTS = 3
 
 
 def deploy_defaults(settings: Settings) -> DeployDefaults:
@@ -50,14 +65,56 @@ def deploy_defaults(settings: Settings) -> DeployDefaults:
     )
 
 
-async def _create_and_enqueue(context: Context, deployment_id: uuid.UUID, request: DeployRequest) -> db.Deployment:
-    row = await db.Deployment.create(
-        id=deployment_id,
-        status=db.DeploymentStatus.QUEUED,
-        stage=db.DeploymentStage.QUEUED,
-        droplet_name=request.droplet_name,
-        spec=request.spec,
-    )
+@dataclass(frozen=True)
+class IdempotencyKey:
+    """A caller's idempotency key and the hash of the input it came with."""
+
+    key: str
+    request_hash: str
+
+
+async def _earlier_deployment(claim: IdempotencyKey) -> db.Deployment | None:
+    """The deployment created with this key within the window; BAD_USER_INPUT when its input differed."""
+    cutoff = datetime.now(UTC) - timedelta(hours=IDEMPOTENCY_WINDOW_HOURS)
+    row = await db.Deployment.get_or_none(idempotency_key=claim.key, created_at__gte=cutoff)
+    if row is None:
+        return None
+    if row.request_hash != claim.request_hash:
+        raise BadUserInputError(
+            [("input.idempotencyKey", "was already used with a different input; use a new key for a new deployment")]
+        )
+    return row
+
+
+async def _store(
+    deployment_id: uuid.UUID, request: DeployRequest, claim: IdempotencyKey | None, limit: int
+) -> db.Deployment:
+    """Insert the row and reserve its slot in one transaction: both happen, or neither.
+
+    Raises:
+        IntegrityError: a racing call committed a row with the same idempotency key first (on PostgreSQL the
+            insert waits for that call's transaction, so no slot is held meanwhile).
+        DropletLimitReachedError: every slot is held.
+    """
+    async with in_transaction():
+        if claim is not None:  # a key older than the window is free again
+            cutoff = datetime.now(UTC) - timedelta(hours=IDEMPOTENCY_WINDOW_HOURS)
+            await db.Deployment.filter(idempotency_key=claim.key, created_at__lt=cutoff).update(idempotency_key=None)
+        row = await db.Deployment.create(
+            id=deployment_id,
+            status=db.DeploymentStatus.QUEUED,
+            stage=db.DeploymentStage.QUEUED,
+            droplet_name=request.droplet_name,
+            spec=request.spec,
+            idempotency_key=claim.key if claim else None,
+            request_hash=claim.request_hash if claim else None,
+        )
+        if await reserve_slot(deployment_id, limit) is None:
+            raise DropletLimitReachedError(limit, held=(await slot_usage(limit)).active)
+    return row
+
+
+async def _announce_and_enqueue(context: Context, row: db.Deployment, request: DeployRequest) -> None:
     await record(
         context.redis,
         row,
@@ -65,8 +122,7 @@ async def _create_and_enqueue(context: Context, deployment_id: uuid.UUID, reques
         status=db.DeploymentStatus.QUEUED,
         stage=db.DeploymentStage.QUEUED,
     )
-    await enqueue_deploy(context.queue, deployment_id, context.settings.timings, env=request.env)
-    return row
+    await enqueue_deploy(context.queue, row.id, context.settings.timings, env=request.env)
 
 
 async def _undo(deployment_id: uuid.UUID) -> None:
@@ -109,26 +165,48 @@ def _field_name(name: str, request: DeployRequest, setting: str) -> str:
 
 
 async def deploy(info: Info[Context, None], input: DeployInput | None = strawberry.UNSET) -> Deployment:
-    """Validate the input, reserve a droplet slot, store the deployment and enqueue its pipeline."""
+    """Validate the input, reserve a droplet slot, store the deployment and enqueue its pipeline.
+
+    With an idempotency key, return the deployment already created with it (see the module docstring).
+    """
     data = None if input is strawberry.UNSET else input
     problems = validate_deploy_input(data)
     if problems:
         raise BadUserInputError(problems)
-    settings = info.context.settings
+    key = idempotency_key(data)
+    claim = IdempotencyKey(key, deploy_input_hash(data)) if key is not None else None
+    for _ in range(IDEMPOTENT_ATTEMPTS):
+        if claim is not None and (earlier := await _earlier_deployment(claim)) is not None:
+            return Deployment.from_model(earlier)
+        row = await _deploy_once(info.context, data, claim)
+        if row is not None:
+            return Deployment.from_model(row)
+    # Every attempt lost to a racing call whose deployment then vanished (its enqueue failed): say so.
+    raise BadUserInputError([("input.idempotencyKey", "is being used by another deploy call; try again")])
+
+
+async def _deploy_once(
+    context: Context, data: DeployInput | None, claim: IdempotencyKey | None
+) -> db.Deployment | None:
+    """Store, reserve and enqueue; None when a racing call with the same idempotency key stored its row first."""
+    settings = context.settings
     deployment_id = uuid.uuid4()
     request = resolve_deploy_input(data, defaults=deploy_defaults(settings), deployment_id=str(deployment_id))
-    await _check_catalog(info.context, request)
-    if await reserve_slot(deployment_id, settings.max_active_droplets) is None:
-        usage = await slot_usage(settings.max_active_droplets)
-        raise DropletLimitReachedError(settings.max_active_droplets, held=usage.active)
+    await _check_catalog(context, request)
     try:
-        row = await _create_and_enqueue(info.context, deployment_id, request)
+        row = await _store(deployment_id, request, claim, settings.max_active_droplets)
+    except IntegrityError:
+        if claim is not None and await db.Deployment.exists(idempotency_key=claim.key):
+            return None  # the unique key let a racing retry in first: return its deployment
+        raise
+    try:
+        await _announce_and_enqueue(context, row, request)
     except BaseException:
         await _undo(deployment_id)
         raise
-    caller = info.context.caller.name if info.context.caller else None
+    caller = context.caller.name if context.caller else None
     logger.info("deployment queued", extra={"deployment_id": str(deployment_id), "caller": caller})
-    return Deployment.from_model(row)
+    return row
 
 
 @strawberry.type

@@ -10,6 +10,7 @@ from saq.types import Context
 
 from clients.coolify import CoolifyClient
 from clients.digitalocean import DigitalOceanClient
+from jobs.keeper import Keeper
 from settings import Settings, Timings
 
 
@@ -70,3 +71,5 @@ class WorkerContext(Context, total=False):
 
     deps: Deps
     reaper: asyncio.Task[None]
+    #: Renews this worker's liveness, leases and SAQ heartbeats in one round trip per beat.
+    keeper: Keeper

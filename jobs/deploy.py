@@ -1,8 +1,9 @@
 """The deploy and destroy jobs: claim the deployment's lease, do the work, record the outcome.
 
-While the work runs, a keep-alive task renews the lease and SAQ's heartbeat. If the lease cannot be renewed
-(this worker stalled past its TTL and another worker may have taken over), the work is cancelled at once, so
-two workers never drive one deployment.
+While the work runs, the worker's keeper (`jobs.keeper`) renews the lease together with every other lease and
+SAQ heartbeat of the worker, in one Redis round trip per beat. If the lease is lost (this worker stalled past
+its TTL and another worker may have taken over), the work is cancelled at once, so two workers never drive one
+deployment.
 """
 
 from __future__ import annotations
@@ -10,12 +11,18 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Callable, Coroutine
+from collections.abc import AsyncIterator, Callable, Coroutine
 from datetime import UTC, datetime
 from typing import Any
 
+import asyncpg
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+from tortoise.exceptions import DBConnectionError
+
 from jobs.context import Deps, WorkerContext
 from jobs.envstash import read_values
+from jobs.keeper import Keeper
 from jobs.lease import Lease
 from jobs.pipeline import cleanup, fail, run_pipeline
 from jobs.run import Run
@@ -23,6 +30,17 @@ from models.deployment import Deployment, DeploymentStage, DeploymentStatus
 from models.slot import release_slot
 
 logger = logging.getLogger("deployer.jobs")
+
+#: Errors that mean the database or Redis is unreachable (a connection refused, reset or timed out).
+UNAVAILABLE_ERRORS: tuple[type[BaseException], ...] = (
+    OSError,
+    RedisConnectionError,
+    RedisTimeoutError,
+    asyncpg.PostgresConnectionError,
+    asyncpg.InterfaceError,
+    asyncpg.exceptions.OperatorInterventionError,
+    DBConnectionError,
+)
 
 #: Stages before the application's environment is set: a job resuming here needs the initial env values.
 ENV_NOT_YET_SET = frozenset(
@@ -35,62 +53,69 @@ ENV_NOT_YET_SET = frozenset(
         DeploymentStage.CREATE_APPLICATION,
     }
 )
-#: A lease lives this many heartbeats; the keep-alive renews it three times per heartbeat.
-LEASE_HEARTBEATS = 3
 
 
 def deploy_lease(redis: Any, deployment_id: str, heartbeat_s: float) -> Lease:
-    """The lease a deploy or destroy job holds on its deployment."""
-    return Lease(redis, f"deploy:{deployment_id}", ttl_s=LEASE_HEARTBEATS * heartbeat_s)
+    """The lease a deploy or destroy job holds on its deployment: it lives one heartbeat period, and the
+    keeper renews it three times per period."""
+    return Lease(redis, f"deploy:{deployment_id}", ttl_s=heartbeat_s)
 
 
-async def _keep_alive(job: Any, lease: Lease, every: float, work: asyncio.Task[None], lost: asyncio.Event) -> None:
-    while not work.done():
-        await asyncio.sleep(every)
-        try:
-            renewed = await lease.renew()
-        except Exception:  # Redis blip: try again next beat; the TTL leaves room for a few misses
-            logger.warning("lease renewal failed", exc_info=True)
-            continue
-        if not renewed:
-            logger.error("lease lost: another worker may own this deployment now; stopping")
-            lost.set()
-            work.cancel()
-            return
-        if job is not None:
-            try:
-                await job.update()
-            except Exception:
-                logger.warning("job heartbeat failed", exc_info=True)
+@contextlib.asynccontextmanager
+async def _keeper(ctx: WorkerContext, deps: Deps) -> AsyncIterator[Keeper]:
+    """The worker's keeper, or (for a job called outside a worker, as tests do) a private one."""
+    keeper = ctx.get("keeper")
+    if keeper is not None:
+        yield keeper
+        return
+    async with Keeper.running(deps.redis, ttl_s=deps.config.timings.job_heartbeat_s) as private:
+        yield private
 
 
 async def _leased(
-    deps: Deps, job: Any, deployment: Deployment, work: Callable[[], Coroutine[Any, Any, None]]
+    ctx: WorkerContext, deps: Deps, deployment: Deployment, work: Callable[[], Coroutine[Any, Any, None]]
 ) -> str | None:
     """Run `work` holding the deployment's lease; returns BUSY or LEASE_LOST when it did not run to the end."""
-    heartbeat_s = deps.config.timings.job_heartbeat_s
-    lease = deploy_lease(deps.redis, str(deployment.id), heartbeat_s)
+    lease = deploy_lease(deps.redis, str(deployment.id), deps.config.timings.job_heartbeat_s)
     if not await lease.acquire():
         logger.info("another worker holds this deployment; leaving it", extra={"deployment_id": str(deployment.id)})
         return "BUSY"
     lost = asyncio.Event()
     try:
-        task = asyncio.create_task(work())
-        beat = asyncio.create_task(_keep_alive(job, lease, max(0.1, heartbeat_s / 3), task, lost))
-        try:
-            await task
-        except asyncio.CancelledError:
-            if not lost.is_set():
-                raise
-            return "LEASE_LOST"
-        finally:
-            beat.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await beat
+        async with _keeper(ctx, deps) as keeper:
+            task = asyncio.create_task(work())
+
+            def on_lost() -> None:
+                lost.set()
+                task.cancel()
+
+            keeper.hold(lease, on_lost)
+            try:
+                await task
+            except asyncio.CancelledError:
+                if not lost.is_set():
+                    raise
+                return "LEASE_LOST"
+            finally:
+                keeper.drop(lease)
+                if not task.done():  # we were cancelled (worker shutdown): stop the work before letting go
+                    task.cancel()
+                    with contextlib.suppress(asyncio.CancelledError):
+                        await task
     finally:
         if not lost.is_set():
             await lease.release()
     return None
+
+
+def backing_service_unavailable(exc: BaseException) -> bool:
+    """Whether `exc` (or its cause) says the database or Redis could not be reached, rather than a bug."""
+    seen: BaseException | None = exc
+    while seen is not None:
+        if isinstance(seen, UNAVAILABLE_ERRORS):
+            return True
+        seen = seen.__cause__ or seen.__context__
+    return False
 
 
 async def deploy(ctx: WorkerContext, *, deployment_id: str, env_ref: str | None = None) -> str:
@@ -125,14 +150,16 @@ async def deploy(ctx: WorkerContext, *, deployment_id: str, env_ref: str | None 
             return
         try:
             await run_pipeline(run)
-        except Exception:
+        except Exception as exc:
             last_attempt = job is None or job.attempts >= job.retries
             logger.exception("deploy job crashed", extra={"deployment_id": deployment_id, "last_attempt": last_attempt})
-            if not last_attempt:
+            if not last_attempt or backing_service_unavailable(exc):
+                # An outage of the database or Redis is not the deployment's fault: leave it PROCESSING, and
+                # the reaper re-queues it once both answer again.
                 raise
             await fail(run, f"internal error during {deployment.stage.value}; see the worker log")
 
-    outcome = await _leased(deps, job, deployment, work)
+    outcome = await _leased(ctx, deps, deployment, work)
     if env_ref and deployment.is_terminal:
         await deps.redis.delete(env_ref)
     return outcome or deployment.status.value
@@ -169,5 +196,5 @@ async def destroy(ctx: WorkerContext, *, deployment_id: str) -> str:
             finished_at=datetime.now(UTC),
         )
 
-    outcome = await _leased(deps, ctx.get("job"), deployment, work)
+    outcome = await _leased(ctx, deps, deployment, work)
     return outcome or deployment.status.value

@@ -10,19 +10,37 @@ from __future__ import annotations
 
 import asyncio
 import math
-import time
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, cast
 
 from redis.asyncio import Redis
+from redis.asyncio.retry import Retry
+from redis.backoff import ExponentialBackoff
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 from saq import Job, Queue
 from saq.job import TERMINAL_STATUSES, Status
 from saq.queue.redis import RedisQueue
 
 from jobs.envstash import deploy_env_ref, discard_values, stash_values
 from settings import Timings
+
+#: Re-sends of a command whose connection broke (a Redis restart leaves every pooled connection dead).
+REDIS_RETRIES = 3
+
+
+def redis_from_url(url: str, **kwargs: Any) -> Redis:
+    """A Redis client that reconnects on its own: a command on a connection that broke (Redis restarted) is
+    sent again on a fresh one, a few times within about a second, before the error reaches the caller.
+
+    Every command deployer sends is safe to repeat: job keys are unique, leases are SET NX, progress
+    announcements are de-duplicated by sequence, and a dequeue whose reply was lost is swept back.
+    """
+    retry = Retry(ExponentialBackoff(cap=0.5, base=0.05), REDIS_RETRIES)
+    return Redis.from_url(url, retry=retry, retry_on_error=[RedisConnectionError, RedisTimeoutError], **kwargs)
+
 
 DEPLOY_FUNCTION = "deploy"
 DESTROY_FUNCTION = "destroy"
@@ -108,19 +126,28 @@ async def enqueue_deploy(
 async def requeue_deploy(queue: Queue, deployment_id: uuid.UUID | str, timings: Timings) -> Job | None:
     """Enqueue a fresh job for a deployment whose job was lost (the reaper's way back into the pipeline).
 
-    The original job may still sit in SAQ's bookkeeping under its key, so this one gets a new key; the
-    deployment's lease keeps the two from ever running at once.
+    It has the deployment's usual key: SAQ refuses it (None) while a job of that key still waits, runs or
+    waits for a retry, and replaces a finished one. The deployment's lease keeps two deliveries from ever
+    running at once anyway.
     """
-    key = f"{deploy_job_key(deployment_id)}:requeued:{time.time_ns()}"
     return await _enqueue_pipeline_job(
-        queue, DEPLOY_FUNCTION, key, deployment_id, timings, env_ref=deploy_env_ref(deployment_id)
+        queue,
+        DEPLOY_FUNCTION,
+        deploy_job_key(deployment_id),
+        deployment_id,
+        timings,
+        env_ref=deploy_env_ref(deployment_id),
     )
 
 
+def destroy_job_key(deployment_id: uuid.UUID | str) -> str:
+    """One destroy job key per deployment, so a destroy is never queued twice at once."""
+    return f"destroy:{deployment_id}"
+
+
 async def enqueue_destroy(queue: Queue, deployment_id: uuid.UUID | str, timings: Timings) -> Job | None:
-    """Enqueue the job that deletes a deployment's server and droplet (each call gets its own key)."""
-    key = f"destroy:{deployment_id}:{time.time_ns()}"
-    return await _enqueue_pipeline_job(queue, DESTROY_FUNCTION, key, deployment_id, timings)
+    """Enqueue the job that deletes a deployment's server and droplet; None when one is already queued."""
+    return await _enqueue_pipeline_job(queue, DESTROY_FUNCTION, destroy_job_key(deployment_id), deployment_id, timings)
 
 
 #: SAQ's timeout of one env job; the job ends its Coolify work sooner (`jobs.envjob.WORK_BUDGET_S`).

@@ -1,10 +1,10 @@
 """Leases: at most one live worker runs a deployment's pipeline, and a dead worker's claim expires.
 
-A lease is a Redis key holding a random owner token with a time-to-live. The running job renews it from its
-heartbeat; if the worker dies (SIGKILL, lost machine), the key expires and the reaper may hand the deployment
-to another worker. A job that starts while someone else holds the lease does nothing, so a duplicate
-delivery (SAQ's sweep can re-run a job whose worker is alive) never runs two pipelines at once. A job that
-fails to renew stops working, since another worker may already have taken over.
+A lease is a Redis key holding a random owner token with a time-to-live. The worker's keeper (`jobs.keeper`)
+renews all of a worker's leases in one round trip per beat; if the worker dies (SIGKILL, lost machine), the key
+expires and the queue's sweep hands the job to another worker (the reaper does when the job itself is gone). A
+job that starts while someone else holds the lease does nothing, so a duplicate delivery never runs two
+pipelines at once. A job whose lease is lost stops working, since another worker may already have taken over.
 """
 
 from __future__ import annotations

@@ -13,17 +13,18 @@ import os
 from typing import Any
 
 import httpx
-from redis.asyncio import Redis
 from saq import Worker
-from saq.queue.redis import RedisQueue as Queue
 
 from clients.coolify import CoolifyClient
 from clients.digitalocean import DigitalOceanClient
 from jobs.context import Deps, PipelineConfig, WorkerContext
 from jobs.deploy import deploy, destroy
 from jobs.doctor import log_checks, run_checks
+from jobs.enqueue import redis_from_url
 from jobs.envjob import apply_env_change
+from jobs.keeper import Keeper
 from jobs.logcontext import bind_job, unbind_job
+from jobs.queue import DeployerQueue
 from jobs.reaper import run_reaper, stop_reaper
 from models.db import close_db, init_db
 from models.slot import ensure_slots
@@ -38,6 +39,20 @@ UPKEEP_CONNECTIONS = 32
 SHUTDOWN_GRACE_S = 2
 
 
+async def track_job(ctx: WorkerContext) -> None:
+    """SAQ `before_process`: the keeper refreshes this job's heartbeat from now on."""
+    keeper, job = ctx.get("keeper"), ctx.get("job")
+    if keeper is not None and job is not None:
+        keeper.track(job.id)
+
+
+async def untrack_job(ctx: WorkerContext) -> None:
+    """SAQ `after_process`: the job is over; stop refreshing its heartbeat."""
+    keeper, job = ctx.get("keeper"), ctx.get("job")
+    if keeper is not None and job is not None:
+        keeper.untrack(job.id)
+
+
 def worker_settings(settings: Settings, *, transport: httpx.AsyncBaseTransport | None = None) -> dict[str, Any]:
     """Keyword arguments for `saq.Worker`, built from settings.
 
@@ -46,8 +61,9 @@ def worker_settings(settings: Settings, *, transport: httpx.AsyncBaseTransport |
     """
     # Every concurrency slot holds a connection in a blocking dequeue; upkeep, heartbeats and progress need
     # more. redis-py's default pool (100) would run dry at the default concurrency.
-    queue = Queue(
-        Redis.from_url(settings.redis_url, max_connections=settings.worker_concurrency + UPKEEP_CONNECTIONS),
+    # The queue's sweep never touches a job whose worker (its keeper) is alive or whose lease is held.
+    queue = DeployerQueue(
+        redis_from_url(settings.redis_url, max_connections=settings.worker_concurrency + UPKEEP_CONNECTIONS),
         name=settings.queue_name,
     )
 
@@ -63,16 +79,27 @@ def worker_settings(settings: Settings, *, transport: httpx.AsyncBaseTransport |
             coolify=CoolifyClient(
                 api_url=settings.coolify.api_url, token=settings.coolify.api_key, transport=transport
             ),
-            redis=Redis.from_url(settings.redis_url),
+            redis=redis_from_url(settings.redis_url),
             config=PipelineConfig.from_settings(settings),
         )
-        ctx["reaper"] = asyncio.create_task(run_reaper(ctx["deps"], queue, ctx["deps"].redis), name="reaper")
+        # One beat renews this worker's liveness, every lease it holds and every running job's heartbeat.
+        keeper = Keeper(
+            ctx["deps"].redis,
+            ttl_s=settings.timings.job_heartbeat_s,
+            alive_key=queue.alive_key(ctx["worker"].id),
+        )
+        await keeper.start()
+        ctx["keeper"] = keeper
+        ctx["reaper"] = asyncio.create_task(run_reaper(ctx["deps"], queue, keeper), name="reaper")
         # The same read-only checks as `deployer doctor`, logged: a warning only, since a cloud that is down
         # now may be up by the time a deployment needs it.
         log_checks(await run_checks(settings, ctx["deps"].digitalocean, ctx["deps"].coolify))
 
     async def shutdown(ctx: WorkerContext) -> None:
         await stop_reaper(ctx.get("reaper"))
+        keeper = ctx.get("keeper")
+        if keeper is not None:
+            await keeper.stop()
         deps = ctx.get("deps")
         if deps is not None:
             await deps.digitalocean.aclose()
@@ -86,8 +113,8 @@ def worker_settings(settings: Settings, *, transport: httpx.AsyncBaseTransport |
         "concurrency": settings.worker_concurrency,
         "startup": startup,
         "shutdown": shutdown,
-        "before_process": bind_job,
-        "after_process": unbind_job,
+        "before_process": [bind_job, track_job],
+        "after_process": [untrack_job, unbind_job],
         # Sweep for jobs whose worker died (expired heartbeat) every few seconds instead of SAQ's 60.
         "timers": {"sweep": max(1, math.ceil(settings.timings.worker_sweep_s))},
         "shutdown_grace_period_s": SHUTDOWN_GRACE_S,

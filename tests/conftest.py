@@ -37,6 +37,16 @@ FAST_WORLD = SandboxConfig(
 )
 
 
+#: Measurements tests report (chaos counts, takeover and recovery times), shown at the end of the run.
+SUMMARY: dict[str, list[str]] = {}
+
+
+def report(section: str, line: str) -> None:
+    """Show `line` under `section` in the summary at the end of the test run (and print it for `-s`)."""
+    SUMMARY.setdefault(section, []).append(line)
+    print(line)
+
+
 def postgres_url() -> str | None:
     """DATABASE_URL when it points at PostgreSQL (CI's second run), else None."""
     url = os.environ.get("DATABASE_URL", "")
@@ -52,6 +62,14 @@ def redis_url() -> Iterator[str]:
         return
     with EmbeddedRedis() as server:
         yield server.url
+
+
+@pytest.fixture
+def private_redis() -> Iterator[EmbeddedRedis]:
+    """A Redis server of this test's own (persistence off), which the test may restart (`stop()`, `start()`:
+    same port, every key lost) or flush without disturbing anything else."""
+    with EmbeddedRedis() as server:
+        yield server
 
 
 async def _reset_postgres(url: str) -> None:
@@ -108,7 +126,7 @@ def fast_timings(**overrides: float) -> Timings:
         "server_timeout_s": 5.0,
         "build_poll_interval_s": FAST,
         "build_timeout_s": 5.0,
-        "job_heartbeat_s": 0.3,
+        "job_heartbeat_s": 1.0,
         "worker_sweep_s": 1.0,
         "reaper_interval_s": 0.5,
     }
@@ -149,12 +167,18 @@ def settings(db: str, redis_url: str, queue_name: str) -> Settings:
 
 
 def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
-    """Print every loud skip (see tests/loud.py) in a banner, so a missing browser or spec is never missed."""
+    """Write what the tests measured (chaos counts, recovery times), then every loud skip (see tests/loud.py) in
+    a banner, so a missing browser or spec is never missed."""
     from tests.loud import PREFIX
 
+    for section, lines in SUMMARY.items():
+        terminalreporter.write_sep("-", section)
+        for line in lines:
+            terminalreporter.write_line(line)
+
     reasons: dict[str, int] = {}
-    for report in terminalreporter.stats.get("skipped", []):
-        longrepr = report.longrepr
+    for skipped in terminalreporter.stats.get("skipped", []):
+        longrepr = skipped.longrepr
         reason = longrepr[2] if isinstance(longrepr, tuple) else str(longrepr)
         if PREFIX in reason:
             text = reason[reason.index(PREFIX) :]

@@ -53,6 +53,8 @@ class Process:
 
     def __init__(self, name: str, args: list[str], env: Mapping[str, str], log_dir: Path) -> None:
         self.name = name
+        #: The base URL of a server process (API, sandbox), None for a worker.
+        self.url: str | None = None
         self.log_path = log_dir / f"{name}.log"
         self._log = self.log_path.open("wb")
         self.popen = subprocess.Popen(
@@ -138,11 +140,14 @@ class Stack:
         wait_http(f"{self.sandbox_url}/sandbox/_control/state", proc)
         return proc
 
-    def start_api(self) -> Process:
-        """Start `deployer serve`."""
-        proc = Process("api", ["serve", "--port", str(self.api_port)], self.env, self.tmp)
+    def start_api(self, name: str = "api", *, port: int | None = None) -> Process:
+        """Start `deployer serve`; the first API (`api`) answers on `api_url`, others on a port of their own (the
+        port of an API started before, to restart it in its place)."""
+        port = port or (self.api_port if name == "api" else free_port())
+        proc = Process(name, ["serve", "--port", str(port)], self.env, self.tmp)
+        proc.url = f"http://127.0.0.1:{port}"
         self.processes.append(proc)
-        wait_http(f"{self.api_url}/readyz", proc)
+        wait_http(f"{proc.url}/readyz", proc)
         return proc
 
     def start_worker(self, name: str = "worker") -> Process:

@@ -9,6 +9,7 @@ from saq import Queue
 
 from jobs.context import Deps, WorkerContext
 from jobs.deploy import deploy, destroy
+from jobs.enqueue import destroy_job_key
 from jobs.progress import stored_events
 from jobs.reaper import reap_once
 from models.deployment import Deployment, DeploymentStage, DeploymentStatus
@@ -67,7 +68,7 @@ async def test_an_incomplete_destroy_stays_destroying_and_is_requeued(deps: Deps
         report = await reap_once(deps, queue, now=datetime.now(UTC) + timedelta(hours=1))
         assert report.requeued == [str(done.id)]
         jobs = [job async for job in queue.iter_jobs()]
-        assert [job.function for job in jobs] == ["destroy"]
+        assert [(job.function, job.key) for job in jobs] == [("destroy", destroy_job_key(done.id))]
     finally:
         await queue.disconnect()
 

@@ -11,7 +11,8 @@ from saq import Queue
 
 from jobs.context import Deps, WorkerContext
 from jobs.deploy import deploy, deploy_lease
-from jobs.enqueue import enqueue_deploy
+from jobs.enqueue import deploy_job_key, enqueue_deploy
+from jobs.envstash import deploy_env_ref
 from jobs.progress import stored_events
 from jobs.reaper import ORPHAN_SLOT_AFTER_S, reap_once
 from models.deployment import Deployment, DeploymentStage, DeploymentStatus
@@ -22,8 +23,9 @@ from tests.jobs.conftest import new_deployment, run
 LATER = datetime.now(UTC) + timedelta(hours=1)
 
 
-async def test_a_stalled_deployment_without_a_lease_is_requeued(deps: Deps, redis_url: str, queue_name: str) -> None:
-    """A PROCESSING deployment with no progress and no lease gets a fresh job and an event saying why."""
+async def test_a_deployment_without_lease_or_job_is_requeued_once(deps: Deps, redis_url: str, queue_name: str) -> None:
+    """A PROCESSING deployment with no lease and no job (Redis lost it) gets its job back under its usual key,
+    with an event saying why; a second pass finds that job waiting and does nothing."""
     queue = Queue.from_url(redis_url, name=queue_name)
     await queue.connect()
     try:
@@ -33,14 +35,32 @@ async def test_a_stalled_deployment_without_a_lease_is_requeued(deps: Deps, redi
         report = await reap_once(deps, queue, now=LATER)
         assert report.requeued == [str(deployment.id)]
         assert await queue.count("queued") == 1
+        job = await queue.job(deploy_job_key(deployment.id))
+        assert job is not None
+        assert job.kwargs == {"deployment_id": str(deployment.id), "env_ref": deploy_env_ref(deployment.id)}
         events = await stored_events(deployment.id)
         assert "re-queued by the reaper" in events[-1].message
+        again = await reap_once(deps, queue, now=LATER + timedelta(hours=1))
+        assert again.requeued == []
+        assert await queue.count("queued") == 1
+    finally:
+        await queue.disconnect()
+
+
+async def test_a_recent_deployment_is_not_taken_for_lost(deps: Deps, redis_url: str, queue_name: str) -> None:
+    """A deployment that changed within `lost_after_s` (its row written, its job not enqueued yet) is left alone."""
+    queue = Queue.from_url(redis_url, name=queue_name)
+    await queue.connect()
+    try:
+        await new_deployment()
+        assert (await reap_once(deps, queue)).requeued == []
+        assert await queue.count("queued") == 0
     finally:
         await queue.disconnect()
 
 
 async def test_a_leased_or_waiting_deployment_is_left_alone(deps: Deps, redis_url: str, queue_name: str) -> None:
-    """A deployment whose lease is held, or whose first job still waits in the queue, is not re-queued."""
+    """A deployment whose lease is held, or whose job still waits in the queue, is not re-queued."""
     queue = Queue.from_url(redis_url, name=queue_name)
     await queue.connect()
     try:
