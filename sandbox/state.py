@@ -103,6 +103,9 @@ class World:
         cfg = self.config
         self.faults = Faults.parse(cfg.faults)
         self.requests: list[RequestRecord] = []
+        #: Validation requests over the world's life (servers come and go): all of them, those made while
+        #: another validation of the server was queued or running, and those made for a server already usable.
+        self.validation_totals: dict[str, int] = {"requested": 0, "overlapping": 0, "after_usable": 0}
         self.rng = random.Random(cfg.seed)
         self._counters: dict[str, int] = {}
         self.droplets: dict[int, Droplet] = {}
@@ -348,8 +351,15 @@ class World:
             unreachable: the host does not answer at all during this validation (``server_unreachable``).
         """
         cfg, now = self.config, self.now()
+        totals = self.validation_totals
+        totals["requested"] += 1
         if any(job.running(now) for job in server.jobs):
             server.overlapping_validations += 1
+            totals["overlapping"] += 1
+        else:
+            before = self.server_state(server)
+            if before.is_reachable and before.is_usable:
+                totals["after_usable"] += 1
         host = self._host(server.ip)
         job, ready = plan_validation(
             now,
@@ -505,6 +515,7 @@ class World:
         self.sweep()
         return {
             "now": isoformat(self.now()),
+            "validations": dict(self.validation_totals),
             "droplets": [
                 {
                     "id": d.id,

@@ -286,6 +286,9 @@ def test_validations_are_counted_and_overlaps_recorded(world: World) -> None:
     assert isinstance(snapshot, list)
     assert (snapshot[0]["validations_requested"], snapshot[0]["overlapping_validations"]) == (4, 2)
     assert server.overlapping_validations == 2
+    # The last request came for a server already usable; the totals outlive the server.
+    world.delete_server(server)
+    assert world.snapshot()["validations"] == {"requested": 4, "overlapping": 2, "after_usable": 1}
 
 
 def test_overlapping_install_jobs_interleave_their_writes(world: World) -> None:
