@@ -39,6 +39,7 @@ import httpx
 import pytest
 
 from deployer.embedded_redis import EmbeddedRedis
+from models.deployment import DeploymentStage
 from tests.conftest import postgres_url, report
 from tests.outage_support import STATUS, Subscriber, event_time, gql, wait_for
 from tests.processes import Process, Stack
@@ -46,14 +47,11 @@ from tests.processes import Process, Stack
 TRIALS = 30 if postgres_url() else 6
 DEPLOYMENTS_PER_TRIAL = 3
 KINDS = ("kill", "redis", "cancel", "api")
-STEPS = (
-    "CREATE_DROPLET",
-    "WAIT_DROPLET",
-    "REGISTER_SERVER",
-    "VALIDATE_SERVER",
-    "CREATE_APPLICATION",
-    "START_DEPLOYMENT",
-    "WAIT_BUILD",
+#: The pipeline's steps, in order (the stages a deployment is in while its pipeline runs).
+STEPS = tuple(
+    stage.value
+    for stage in DeploymentStage
+    if stage not in (DeploymentStage.QUEUED, DeploymentStage.CLEANUP, DeploymentStage.DONE)
 )
 #: Deployer settings: production's heartbeat, sweep and reaper (their defaults); polls and deadlines for a
 #: sandbox whose steps take a fraction of a second, on a shared two-core machine.
