@@ -64,7 +64,9 @@ async def _create_and_enqueue(context: Context, deployment_id: uuid.UUID, reques
         status=db.DeploymentStatus.QUEUED,
         stage=db.DeploymentStage.QUEUED,
     )
-    await enqueue_deploy(context.queue, deployment_id, context.settings.timings, env=request.env)
+    await enqueue_deploy(
+        context.queue, deployment_id, context.settings.timings, env=request.env, secret_key=context.settings.secret_key
+    )
     return row
 
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from redis.asyncio import Redis
 from saq.types import Context
@@ -32,6 +32,8 @@ class PipelineConfig:
     cleanup_timeout_s: float = 120.0
     #: First delay before re-running a step after a transient error (doubles per attempt, capped at 30 s).
     step_retry_delay_s: float = 2.0
+    #: `DEPLOYER_SECRET_KEY`: decrypts the env values the API stashed in Redis (`jobs.envstash`).
+    secret_key: str = field(default="", repr=False)
 
     @classmethod
     def from_settings(cls, settings: Settings) -> PipelineConfig:
@@ -49,6 +51,7 @@ class PipelineConfig:
             app_image=settings.app_image,
             app_port=settings.app_port,
             cleanup_timeout_s=max(10.0, min(120.0, settings.timings.droplet_timeout_s)),
+            secret_key=settings.secret_key,
         )
 
 
