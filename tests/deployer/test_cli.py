@@ -82,6 +82,7 @@ def test_dev_runs_a_sandbox_deployment_to_completed(tmp_path: Path) -> None:
         assert status == "COMPLETED", proc.output()
         output = proc.output()
         assert "SANDBOX MODE" in output
+        assert "OPEN: no API tokens" in output
         assert f"{base}/graphql" in output
         assert "Traceback" not in output
     finally:
