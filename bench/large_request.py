@@ -90,6 +90,7 @@ async def main(sizes: list[int]) -> None:
             "DATABASE_URL": f"sqlite://{Path(tmp) / 'bench.sqlite3'}",
             "LOG_LEVEL": "WARNING",
             "DEPLOYER_API_TOKENS": f"reader:{TOKEN}:read",
+            "DEPLOYER_SECRET_KEY": "bench-secret-key-0123456789abcdef0123",
         }
         server = subprocess.Popen(  # noqa: S603, ASYNC220 - once, before measuring
             [sys.executable, "-m", "deployer.cli", "serve", "--port", str(port)],
@@ -99,6 +100,8 @@ async def main(sizes: list[int]) -> None:
         )
         try:
             for _ in range(400):
+                if server.poll() is not None:
+                    raise SystemExit("deployer serve exited at start")
                 try:
                     if httpx.get(f"http://127.0.0.1:{port}/readyz").status_code == 200:  # noqa: ASYNC210
                         break

@@ -251,12 +251,17 @@ class DeployerGraphQL(GraphQL[Context, None]):
         return cast("UnsetType", UNSET)
 
     async def _reject(self, websocket: Request | WebSocket, error: DeployerError, code: int, reason: str) -> NoReturn:
-        """Refuse a `connection_init`: close with `code` (graphql-transport-ws), then let Strawberry answer."""
-        if isinstance(websocket, WebSocket) and await self.pick_websocket_subprotocol(websocket) == (
-            GRAPHQL_TRANSPORT_WS_PROTOCOL
-        ):
+        """Refuse a `connection_init` and close with `code` (graphql-ws gets a `connection_error` first).
+
+        Strawberry would close a refused graphql-ws connection with 1011 ("internal error"); closing here first
+        makes its own answer a no-op.
+        """
+        payload: dict[str, object] = {"message": error.message, "extensions": error.extensions}
+        if isinstance(websocket, WebSocket):
+            if await self.pick_websocket_subprotocol(websocket) != GRAPHQL_TRANSPORT_WS_PROTOCOL:
+                await websocket.send_json({"type": "connection_error", "payload": payload})
             await websocket.close(code=code, reason=reason)
-        raise ConnectionRejectionError({"message": error.message, "extensions": error.extensions})
+        raise ConnectionRejectionError(payload)
 
 
 class ServicesProvider:

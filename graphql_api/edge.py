@@ -8,7 +8,9 @@
   `[::1]`) are answered, 421 otherwise: a web page on any site could otherwise make a browser call
   `localhost` through DNS rebinding. `/healthz` and `/readyz` stay open.
 - A body larger than `max_body_bytes` gets 413 before the rest of it is read (at once when `Content-Length`
-  says so). Smaller bodies are read whole here and handed on.
+  says so). The rest is then discarded for a moment (`LINGER_S`, `LINGER_BYTES`) before the connection is
+  closed, so a client still sending sees the answer rather than a reset. Smaller bodies are read whole here
+  and handed on.
 - A websocket message larger than `max_body_bytes` closes the connection with 1009.
 - Websocket connections per client address are capped (429 at the handshake).
 
@@ -19,6 +21,7 @@ outside the protocol handler: a malformed message, a revoked token, the per-toke
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import ipaddress
 import json
@@ -26,7 +29,7 @@ import logging
 import re
 import secrets
 from collections import Counter
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -39,6 +42,11 @@ CONNECTION_KEY = "deployer.connection"
 OPEN_PATHS = frozenset({"/healthz", "/readyz"})
 _REQUEST_ID = re.compile(r"[A-Za-z0-9._:-]{1,64}")
 WS_MESSAGE_TOO_BIG = 1009
+#: After a 413, how long and how much of the rest of the body is read and dropped before closing (a lingering
+#: close, as nginx does): closing with unread data makes the kernel reset the connection, and a client that
+#: is still sending would lose the answer.
+LINGER_S = 2.0
+LINGER_BYTES = 64 * 1024 * 1024
 
 
 def _error_body(status: int, code: str, message: str) -> bytes:
@@ -86,8 +94,6 @@ class Connection:
     request_id: str
     closed: bool = False
     close_code: int | None = None
-    #: Free for the layers above (the caller's name and token digest, once authenticated).
-    tags: dict[str, str] = field(default_factory=dict)
 
     async def close(self, code: int, reason: str = "") -> None:
         """Close the websocket with `code` (once); later messages from the application are dropped."""
@@ -170,7 +176,7 @@ class EdgeGuard:
                 await _respond(send, 400, "BAD_USER_INPUT", "Content-Length must be a whole number")
                 return None
             if int(declared) > self.max_body_bytes:
-                await self._too_large(send)
+                await self._too_large(receive, send)
                 return None
         chunks: list[bytes] = []
         size = 0
@@ -181,20 +187,28 @@ class EdgeGuard:
             chunk = message.get("body", b"")
             size += len(chunk)
             if size > self.max_body_bytes:
-                await self._too_large(send)
+                await self._too_large(receive, send, more=bool(message.get("more_body", False)))
                 return None
             chunks.append(chunk)
             if not message.get("more_body", False):
                 return b"".join(chunks)
 
-    async def _too_large(self, send: Send) -> None:
-        await _respond(
-            send,
-            413,
-            "PAYLOAD_TOO_LARGE",
-            f"The request body is larger than {self.max_body_bytes} bytes (DEPLOYER_MAX_BODY_BYTES)",
-            close=True,
-        )
+    async def _too_large(self, receive: Receive, send: Send, *, more: bool = True) -> None:
+        """Answer 413 at once; then drop what the client still sends, briefly, and let the server close."""
+        message = f"The request body is larger than {self.max_body_bytes} bytes (DEPLOYER_MAX_BODY_BYTES)"
+        await _respond(send, 413, "PAYLOAD_TOO_LARGE", message, close=True, finished=False)
+        if more:
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(LINGER_S):
+                    dropped = 0
+                    while dropped < LINGER_BYTES:
+                        chunk = await receive()
+                        if chunk["type"] != "http.request":
+                            break
+                        dropped += len(chunk.get("body", b""))
+                        if not chunk.get("more_body", False):
+                            break
+        await send({"type": "http.response.body", "body": b"", "more_body": False})
 
     # --- WebSocket -------------------------------------------------------------------------------------------
 
@@ -272,13 +286,16 @@ def _replay(body: bytes, receive: Receive) -> Receive:
     return replay
 
 
-async def _respond(send: Send, status: int, code: str, message: str, *, close: bool = False) -> None:
+async def _respond(
+    send: Send, status: int, code: str, message: str, *, close: bool = False, finished: bool = True
+) -> None:
+    """A JSON error answer; with `finished=False` the caller ends it (the client has it all: Content-Length)."""
     body = _error_body(status, code, message)
     headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
     if close:
         headers.append((b"connection", b"close"))
     await send({"type": "http.response.start", "status": status, "headers": headers})
-    await send({"type": "http.response.body", "body": body})
+    await send({"type": "http.response.body", "body": body, "more_body": not finished})
 
 
 async def _deny_websocket(scope: Scope, receive: Receive, send: Send, status: int, code: str, message: str) -> None:

@@ -21,7 +21,7 @@ from typing import Any
 MAX_DEPTH = 32
 #: Longest JSON list accepted anywhere in a request. Every list argument of the schema is capped lower
 #: (`bulkSetEnv` at 200), and the resolvers say so precisely; this bound keeps coercion cheap before them.
-MAX_LIST_ITEMS = 1000
+MAX_LIST_ITEMS = 256
 #: Longest websocket operation id.
 MAX_OPERATION_ID = 128
 _BAD_CHARACTER = re.compile("[\x00\ud800-\udfff]")

@@ -19,7 +19,7 @@ import asyncio
 import contextlib
 import logging
 from collections import Counter
-from collections.abc import AsyncGenerator, Callable
+from collections.abc import AsyncGenerator, Callable, Mapping
 from typing import Any
 
 from starlette.websockets import WebSocketState
@@ -62,6 +62,12 @@ class StrictWebSocketAdapter(ASGIWebSocketAdapter):
                 return
             yield value
 
+    async def send_json(self, message: Mapping[str, object]) -> None:
+        """Send unless the socket is already closed (a refused `connection_init` is answered before closing)."""
+        if self.ws.application_state == WebSocketState.DISCONNECTED:
+            return
+        await super().send_json(message)
+
     async def close(self, code: int, reason: str) -> None:
         """Close unless the socket is already closed (by us, by the edge, or by the client)."""
         if self.ws.application_state == WebSocketState.DISCONNECTED:
@@ -72,6 +78,14 @@ class StrictWebSocketAdapter(ASGIWebSocketAdapter):
 
 class TransportWSHandler(BaseGraphQLTransportWSHandler[Any, None]):
     """`graphql-transport-ws` with every client message checked before Strawberry handles it."""
+
+    def forget_id(self, id: str) -> None:
+        """Forget a finished operation; one the client completed (or a closing socket dropped) is gone already.
+
+        Strawberry deletes the id and raised KeyError when a client's `complete` or the connection's shutdown
+        raced the operation's own end (found by the fuzz suite).
+        """
+        self.operations.pop(id, None)
 
     async def handle_task_exception(self, error: Exception) -> None:
         """A client that left while its result was being sent is not an error worth a traceback."""

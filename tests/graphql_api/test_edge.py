@@ -9,6 +9,7 @@ import json
 import os
 from collections.abc import AsyncIterator, Callable
 
+import httpx
 import pytest
 from starlette.applications import Starlette
 from websockets.asyncio.client import connect
@@ -87,6 +88,26 @@ async def test_an_open_api_refuses_websockets_addressed_elsewhere(open_url: str)
     assert response.status == 421
 
 
+@pytest.mark.parametrize("origin", ["http://evil.example", "null"])
+async def test_a_cross_site_page_cannot_open_a_websocket(open_url: str, origin: str) -> None:
+    """A browser handshake from another origin (Host: localhost, Origin: another site) is refused."""
+    ws_url = open_url.replace("http://127.0.0.1", "ws://localhost") + "/graphql"
+    with pytest.raises(InvalidStatus) as refused:
+        await connect(ws_url, subprotocols=["graphql-transport-ws"], origin=origin)  # type: ignore[arg-type,list-item]
+    assert refused.value.response.status_code == 403
+
+
+@pytest.mark.parametrize("content_type", ["text/plain", "application/x-www-form-urlencoded", "multipart/form-data"])
+async def test_a_cross_site_form_cannot_post_an_operation(open_url: str, content_type: str) -> None:
+    """What a cross-site form can send without a CORS preflight is refused: only application/json runs."""
+    async with raw_connection(open_url, host="localhost") as conn:
+        answer = await conn.request(
+            "POST", "/graphql", b'{"query": "mutation { deploy { id } }"}', headers={"Content-Type": content_type}
+        )
+    assert answer.status == 400
+    assert json.loads(answer.body)["errors"][0]["extensions"]["code"] == "BAD_USER_INPUT"
+
+
 async def test_with_tokens_any_host_reaches_the_api(make_app: Callable[..., Starlette]) -> None:
     """With tokens configured, the Host is not restricted (a reverse proxy may use any name)."""
     async with served(make_app(api_tokens=TOKENS)) as url, raw_connection(url, host="deployer.internal") as conn:
@@ -103,6 +124,15 @@ async def test_a_declared_oversized_body_gets_413_before_it_is_sent(open_url: st
         assert json.loads(answer.body)["errors"][0]["extensions"] == {"code": "PAYLOAD_TOO_LARGE", "status": 413}
         assert answer.headers.get("connection") == "close"
         assert await conn.closed_by_server()
+
+
+async def test_a_client_still_sending_receives_the_413_not_a_reset(open_url: str) -> None:
+    """A client that sends a 6 MB body in full (as httpx does) still reads the 413: the server lingers briefly
+    before closing instead of resetting the connection under it."""
+    body = json.dumps({"query": DROPLET_COUNT, "variables": {"pad": "x" * 6_000_000}}).encode()
+    async with httpx.AsyncClient(base_url=open_url.replace("127.0.0.1", "localhost"), timeout=30) as http:
+        response = await http.post("/graphql", content=body, headers={"content-type": "application/json"})
+    assert response.status_code == 413
 
 
 async def test_a_chunked_oversized_body_gets_413(make_app: Callable[..., Starlette]) -> None:

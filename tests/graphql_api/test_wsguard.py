@@ -7,6 +7,7 @@ import asyncio
 import json
 import time
 from collections.abc import AsyncIterator, Callable
+from datetime import timedelta
 from typing import Any
 
 import pytest
@@ -15,6 +16,7 @@ from websockets.asyncio.client import ClientConnection
 from websockets.exceptions import ConnectionClosed
 
 from graphql_api.context import CONNECTION_INIT_TIMEOUT_S
+from graphql_api.wsguard import TransportWSHandler
 from settings import Limits
 from tests.graphql_api.conftest import ADMIN_TOKEN, DROPLET_COUNT, READ_TOKEN, TOKENS, served, ws_client
 
@@ -136,3 +138,18 @@ async def test_websockets_per_token_are_capped(make_app: Callable[..., Starlette
                 assert (await other.init({"authToken": ADMIN_TOKEN}))["type"] == "connection_ack"
         async with ws_client(base, protocol) as again:  # the first two closed: the reader may connect again
             assert (await again.init({"authToken": READ_TOKEN}))["type"] == "connection_ack"
+
+
+def test_an_operation_already_forgotten_is_not_an_error() -> None:
+    """When a client's `complete` or the socket's shutdown has dropped an operation just as it ends, its own
+    end forgets nothing (Strawberry raised KeyError and logged a traceback; `make fuzz` found it)."""
+    handler = TransportWSHandler(
+        view=None,  # type: ignore[arg-type]
+        websocket=None,  # type: ignore[arg-type]
+        context=None,
+        root_value=None,
+        schema=None,  # type: ignore[arg-type]
+        connection_init_wait_timeout=timedelta(seconds=10),
+    )
+    handler.forget_id("1")
+    assert handler.operations == {}
