@@ -36,7 +36,7 @@ from strawberry.types import ExecutionResult
 from strawberry.types.graphql import OperationType
 from strawberry.types.unset import UNSET, UnsetType
 
-from graphql_api.auth import Authenticator, Caller, bearer_token, connection_params_token
+from graphql_api.auth import ANONYMOUS, Authenticator, Caller, bearer_token, connection_params_token
 from graphql_api.edge import connection_of
 from graphql_api.errors import DeployerError, RateLimitedError, UnauthenticatedError
 from graphql_api.logcontext import caller_var
@@ -143,7 +143,9 @@ class DeployerGraphQL(GraphQL[Context, None]):
             await super().__call__(scope, receive, send)
             return
         request = Request(scope, receive=receive)
-        if self._authenticator.enabled and not self.should_render_graphql_ide(StarletteRequestAdapter(request)):
+        if not self._authenticator.enabled:
+            caller_var.set(ANONYMOUS.name)
+        elif not self.should_render_graphql_ide(StarletteRequestAdapter(request)):
             caller = self._authenticator.authenticate(bearer_token(request.headers.get("authorization")))
             if caller is None:
                 await _unauthenticated_response()(scope, receive, send)
