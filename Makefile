@@ -6,7 +6,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-$(shell cat pyproject.toml | cksum | cut -d' ' -f1)
 
-.PHONY: dev test check lint typecheck bench clean assets
+.PHONY: dev test fuzz check lint typecheck bench clean assets
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -28,6 +28,12 @@ dev: $(STAMP)
 
 test: $(STAMP)
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+# The fuzz suite with more examples from a random seed (CI runs it from a fixed seed inside `make test`).
+# FUZZ_EXAMPLES=<n> per kind (default 5000), FUZZ_SEED=<int> to replay a run.
+fuzz: $(STAMP)
+	FUZZ_EXAMPLES=$(or $(FUZZ_EXAMPLES),5000) FUZZ_SEED=$(or $(FUZZ_SEED),random) \
+		$(BIN)/python -m pytest tests/test_fuzz.py -p no:cacheprovider --timeout=0 $(PYTEST_ARGS)
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

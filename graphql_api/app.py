@@ -1,7 +1,9 @@
 """The HTTP edge: `create_app(settings)` builds the Starlette app serving GraphQL, `/healthz` and `/readyz`.
 
 The lifespan opens what every request shares: the database (unless this process already opened it, as the
-dev stack and the tests do), the droplet slot rows, Redis, the SAQ queue and the progress hub.
+dev stack and the tests do), the droplet slot rows, Redis, the SAQ queue and the progress hub. With a
+`DEPLOYER_API_TOKENS_FILE`, it also re-reads that file on SIGHUP and closes the websockets of removed tokens.
+Everything passes `graphql_api.edge.EdgeGuard` first (request ids, Host checks while open, size limits).
 """
 
 from __future__ import annotations
@@ -10,12 +12,14 @@ import asyncio
 import contextlib
 import logging
 import os
-from collections.abc import AsyncIterator, Sequence
+import signal
+from collections.abc import AsyncIterator, Iterator, Sequence
 from pathlib import Path
 
 import httpx
 from saq.queue.redis import RedisQueue
 from starlette.applications import Starlette
+from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import BaseRoute, Mount, Route, WebSocketRoute
@@ -26,17 +30,19 @@ from clients.coolify import CoolifyClient
 from clients.digitalocean import DigitalOceanClient
 from graphql_api.auth import ADMIN, Authenticator, bearer_token
 from graphql_api.context import DeployerGraphQL, Services, ServicesProvider
+from graphql_api.edge import EdgeGuard
 from graphql_api.graphiql import ASSETS_PATH
 from graphql_api.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from graphql_api.metrics import render_metrics
 from graphql_api.schema import schema
 from graphql_api.status_page import status_page_routes
+from graphql_api.wsguard import ConnectionRegistry
 from jobs.catalog import Catalog
 from jobs.enqueue import redis_from_url
 from jobs.progress import ProgressHub
 from models.db import close_db, init_db, ping_db
 from models.slot import ensure_slots
-from settings import Settings
+from settings import Settings, SettingsError
 
 logger = logging.getLogger("deployer.api")
 #: How long `/readyz` waits for the database and for Redis.
@@ -100,11 +106,52 @@ async def _readiness(services: Services) -> str | None:
     return None
 
 
+async def reload_tokens(authenticator: Authenticator, connections: ConnectionRegistry) -> bool:
+    """Re-read the tokens file and close the websockets of tokens no longer in it; False when the file is bad.
+
+    A file that cannot be read or parsed leaves the tokens in use as they were (and says so in the log).
+    """
+    try:
+        tokens = authenticator.reload()
+    except SettingsError as exc:
+        logger.error("kept the previous API tokens: %s", exc)
+        return False
+    logger.warning("reloaded DEPLOYER_API_TOKENS_FILE: %s token(s) in use", len(tokens))
+    await connections.close_revoked(authenticator.is_current)
+    return True
+
+
+@contextlib.contextmanager
+def reload_on_sighup(authenticator: Authenticator, connections: ConnectionRegistry) -> Iterator[None]:
+    """While inside, SIGHUP re-reads the tokens file (when there is one and this is the main thread)."""
+    loop = asyncio.get_running_loop()
+    tasks: set[asyncio.Task[bool]] = set()
+
+    def on_sighup() -> None:
+        task = loop.create_task(reload_tokens(authenticator, connections))
+        tasks.add(task)
+        task.add_done_callback(tasks.discard)
+
+    installed = False
+    if authenticator.tokens_file:
+        try:
+            loop.add_signal_handler(signal.SIGHUP, on_sighup)
+            installed = True
+        except (RuntimeError, ValueError, NotImplementedError):  # not the main thread, or no signals here
+            logger.warning("SIGHUP cannot be handled here; restart to pick up token changes")
+    try:
+        yield
+    finally:
+        if installed:
+            loop.remove_signal_handler(signal.SIGHUP)
+
+
 def create_app(
     settings: Settings,
     *,
     extra_routes: Sequence[BaseRoute] = (),
     cloud_transport: httpx.AsyncBaseTransport | None = None,
+    authenticator: Authenticator | None = None,
 ) -> Starlette:
     """Build the API app.
 
@@ -112,11 +159,18 @@ def create_app(
         settings: the process's settings (database, Redis, queue name, limits, API tokens, defaults).
         extra_routes: mounted after the API's own routes; the composition root mounts the sandbox here.
         cloud_transport: an httpx transport for the API's cloud clients (tests pass the sandbox's).
+        authenticator: the tokens, when the composition root shares them with an extra route; by default
+            built from the settings.
     """
     provider = ServicesProvider()
-    authenticator = Authenticator(settings.api_tokens)
+    authenticator = authenticator or Authenticator(
+        settings.api_tokens, file_tokens=settings.file_tokens, tokens_file=settings.api_tokens_file
+    )
+    connections = ConnectionRegistry(per_token=settings.limits.ws_per_token)
     assets_dir = Path(settings.assets_dir)
-    view = DeployerGraphQL(schema, services=provider, authenticator=authenticator, assets_dir=assets_dir)
+    view = DeployerGraphQL(
+        schema, services=provider, authenticator=authenticator, connections=connections, assets_dir=assets_dir
+    )
 
     async def healthz(request: Request) -> JSONResponse:
         return JSONResponse({"status": "ok"})
@@ -149,7 +203,8 @@ def create_app(
             provider.set(services)
             app.state.services = services
             try:
-                yield
+                with reload_on_sighup(authenticator, connections):
+                    yield
             finally:
                 provider.set(None)
 
@@ -163,9 +218,23 @@ def create_app(
         *status_page_routes(provider, auth_required=authenticator.enabled),
         *extra_routes,
     ]
-    return Starlette(routes=routes, lifespan=lifespan)
+    guard = Middleware(
+        EdgeGuard,
+        loopback_only=not authenticator.enabled,
+        max_body_bytes=settings.limits.max_body_bytes,
+        ws_per_ip=settings.limits.ws_per_ip,
+    )
+    app = Starlette(routes=routes, lifespan=lifespan, middleware=[guard])
+    app.state.authenticator = authenticator
+    app.state.connections = connections
+    return app
 
 
 def app_from_env() -> Starlette:
-    """App factory for `uvicorn --factory graphql_api.app:app_from_env` (clouds are not needed by the API)."""
-    return create_app(Settings.from_env(os.environ, require_clouds=False))
+    """App factory for `uvicorn --factory graphql_api.app:app_from_env` (clouds are not needed by the API).
+
+    It refuses what `deployer serve` refuses: no tokens without DEPLOYER_ALLOW_ANONYMOUS, no secret key.
+    """
+    settings = Settings.from_env(os.environ, require_clouds=False)
+    settings.check_serve()
+    return create_app(settings)

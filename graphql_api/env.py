@@ -23,6 +23,7 @@ from graphql_api.errors import BadUserInputError, NotFoundError, Problem, Upstre
 from graphql_api.inputs import (
     MAX_ENV_VALUE_LENGTH,
     EnvVarInput,
+    check_application_uuid,
     check_env_key,
     check_env_value,
     check_env_vars,
@@ -178,7 +179,11 @@ async def set_env(
         is_multiline=is_multiline,
         is_preview=is_preview,
     )
-    _reject(check_env_key("key", key) + check_env_value("value", value))
+    _reject(
+        check_application_uuid("applicationUuid", application_uuid)
+        + check_env_key("key", key)
+        + check_env_value("value", value)
+    )
     return await _change(info, EnvAction.SET, application_uuid, [item], [key], restart=restart, apply=apply)
 
 
@@ -193,7 +198,7 @@ async def bulk_set_env(
     apply: Apply = EnvApplyMode.AUTO,
 ) -> EnvUpdate:
     """Create or update many variables (in order, not atomically), then restart the application once."""
-    problems = check_env_vars("variables", variables)
+    problems = check_application_uuid("applicationUuid", application_uuid) + check_env_vars("variables", variables)
     if not variables:
         problems.append(("variables", "must list at least one variable"))
     _reject(problems)
@@ -209,7 +214,7 @@ async def delete_env(
     apply: Apply = EnvApplyMode.AUTO,
 ) -> EnvUpdate:
     """Delete a key (production and preview rows), then restart the application once if it existed."""
-    _reject(check_env_key("key", key))
+    _reject(check_application_uuid("applicationUuid", application_uuid) + check_env_key("key", key))
     return await _change(info, EnvAction.DELETE, application_uuid, [], [key], restart=restart, apply=apply)
 
 
@@ -288,6 +293,7 @@ async def _change(
             keys=keys,
             mode=_mode(restart, apply),
             builds_from_source=builds_from_source(deployment),
+            secret_key=context.settings.secret_key,
         )
     except EnvJobError as exc:
         raise await _job_failed(change.id, str(deployment.application_uuid), keys, exc) from None

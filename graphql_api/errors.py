@@ -10,6 +10,7 @@ raised by a resolver is a bug and is masked by `ErrorPolicy` at the end of this 
     ├── ForbiddenError            FORBIDDEN              403
     ├── NotFoundError             NOT_FOUND              404
     ├── DropletLimitReachedError  DROPLET_LIMIT_REACHED  429
+    ├── RateLimitedError          RATE_LIMITED           429  (retryAfter: seconds)
     └── UpstreamError             UPSTREAM_ERROR         502
 
 Messages never contain a token or an environment value.
@@ -24,6 +25,7 @@ from typing import ClassVar
 from graphql import GraphQLError
 from graphql.error import GraphQLSyntaxError
 from strawberry.extensions import MaskErrors
+from strawberry.schema.exceptions import CannotGetOperationTypeError, InvalidOperationTypeError
 
 #: Code and status of a masked, unexpected error.
 INTERNAL_SERVER_ERROR = "INTERNAL_SERVER_ERROR"
@@ -127,6 +129,22 @@ class DropletLimitReachedError(DeployerError):
         return {**super().extensions, "limit": self.limit, "held": self.held}
 
 
+class RateLimitedError(DeployerError):
+    """The caller's own request rate is over its limit; `retryAfter` says when the next one is allowed."""
+
+    code = "RATE_LIMITED"
+    status = 429
+
+    def __init__(self, retry_after_s: int, what: str = "mutations") -> None:
+        super().__init__(f"Too many {what} from this API token: try again in {retry_after_s} s")
+        self.retry_after_s = retry_after_s
+
+    @property
+    def extensions(self) -> dict[str, object]:
+        """Code, status and `retryAfter` (whole seconds)."""
+        return {**super().extensions, "retryAfter": self.retry_after_s}
+
+
 class UpstreamError(DeployerError):
     """DigitalOcean or Coolify refused or failed; the message names which and why.
 
@@ -167,11 +185,22 @@ def redact_request_error(message: str) -> str:
     return f"{prefix}{reason.rstrip(' .;,')}."
 
 
+#: Strawberry's refusals of an operation a transport does not run (a query over legacy graphql-ws) or of an
+#: unknown operation name, with messages that do not repeat the client's text.
+_OPERATION_ERRORS: dict[type[Exception], str] = {
+    InvalidOperationTypeError: "This operation type is not allowed here: the graphql-ws protocol runs subscriptions"
+    " only (send queries and mutations over HTTP or graphql-transport-ws)",
+    CannotGetOperationTypeError: "The document has no operation of that name (or several and none named)",
+}
+
+
 def request_error_code(error: GraphQLError) -> str | None:
     """The code of an error found before execution (parse, validation, variables); None for other errors."""
     if error.path is not None:
         return None
     original = error.original_error
+    if isinstance(original, tuple(_OPERATION_ERRORS)):
+        return GRAPHQL_VALIDATION_FAILED
     if original is not None and not isinstance(original, GraphQLError):
         return None
     if isinstance(error, GraphQLSyntaxError):
@@ -218,8 +247,10 @@ class ErrorPolicy(MaskErrors):
         code = request_error_code(error)
         if code is None:
             return self.anonymise_error(error)
+        original = error.original_error
+        known = next((text for kind, text in _OPERATION_ERRORS.items() if isinstance(original, kind)), None)
         return GraphQLError(
-            message=redact_request_error(error.message),
+            message=known or redact_request_error(error.message),
             nodes=error.nodes,
             source=error.source,
             positions=error.positions,

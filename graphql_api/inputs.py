@@ -44,6 +44,9 @@ BASE_DIRECTORY_PATTERN = re.compile(r"^/[A-Za-z0-9._/-]*$")
 IMAGE_PATTERN = re.compile(r"^[a-z0-9][a-z0-9._-]*(?::[0-9]{1,5})?(?:/[a-z0-9][a-z0-9._-]*)*$")
 TAG_PATTERN = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$")
 _HOST_LABEL = re.compile(r"^(?!-)[A-Za-z0-9-]{1,63}(?<!-)$")
+#: Coolify's resource uuids: `new_public_id()` is 24 lowercase letters and digits (bootstrap/helpers/shared.php);
+#: older instances made cuid2s. Dashes are allowed so a UUID is "unknown" (NOT_FOUND) rather than malformed.
+APPLICATION_UUID_PATTERN = re.compile(r"[a-z0-9](?:[a-z0-9-]{0,62}[a-z0-9])?")
 _T = TypeVar("_T")
 
 
@@ -255,7 +258,7 @@ def _check_name(path: str, name: str) -> list[Problem]:
         return [(path, "must not be empty")]
     if len(name) > MAX_NAME_LENGTH:
         return [(path, f"must be at most {MAX_NAME_LENGTH} characters")]
-    if not NAME_PATTERN.match(name):
+    if not NAME_PATTERN.fullmatch(name):
         return [(path, "must start with a letter or digit and hold only letters, digits, '.', '_' and '-'")]
     return []
 
@@ -281,19 +284,25 @@ def _check_git(path: str, git: GitSourceInput) -> list[Problem]:
         if reason:
             problems.append((f"{path}.repository", reason))
     branch = git.branch
-    if not branch or len(branch) > 255 or not BRANCH_PATTERN.match(branch) or ".." in branch or branch.endswith("/"):
+    if (
+        not branch
+        or len(branch) > 255
+        or not BRANCH_PATTERN.fullmatch(branch)
+        or ".." in branch
+        or branch.endswith("/")
+    ):
         problems.append((f"{path}.branch", "must be a git branch name (letters, digits, '.', '_', '/', '-')"))
     base = git.base_directory
-    if _given(base) and (len(base) > 255 or not BASE_DIRECTORY_PATTERN.match(base) or ".." in base.split("/")):
+    if _given(base) and (len(base) > 255 or not BASE_DIRECTORY_PATTERN.fullmatch(base) or ".." in base.split("/")):
         problems.append((f"{path}.baseDirectory", "must be an absolute path such as /app, without '..'"))
     return problems
 
 
 def _check_docker(path: str, docker: DockerSourceInput) -> list[Problem]:
     problems: list[Problem] = []
-    if not docker.image or len(docker.image) > 255 or not IMAGE_PATTERN.match(docker.image):
+    if not docker.image or len(docker.image) > 255 or not IMAGE_PATTERN.fullmatch(docker.image):
         problems.append((f"{path}.image", "must be an image name such as nginx or ghcr.io/owner/app, without a tag"))
-    if not TAG_PATTERN.match(docker.tag):
+    if not TAG_PATTERN.fullmatch(docker.tag):
         problems.append((f"{path}.tag", "must be a tag of letters, digits, '_', '.' and '-' (at most 128)"))
     return problems
 
@@ -333,8 +342,15 @@ def _check_domains(path: str, domains: Sequence[str]) -> list[Problem]:
 
 
 def _check_slug(path: str, value: str) -> list[Problem]:
-    if len(value) > MAX_SLUG_LENGTH or not SLUG_PATTERN.match(value):
+    if len(value) > MAX_SLUG_LENGTH or not SLUG_PATTERN.fullmatch(value):
         return [(path, "must be a DigitalOcean slug: lowercase letters, digits and '-'")]
+    return []
+
+
+def check_application_uuid(path: str, value: str) -> list[Problem]:
+    """Problems of an application uuid argument: Coolify's shape, at most 64 characters (never echoed)."""
+    if not APPLICATION_UUID_PATTERN.fullmatch(value):
+        return [(path, "must be a Coolify application uuid: lowercase letters, digits and '-', at most 64")]
     return []
 
 
@@ -344,7 +360,7 @@ def check_env_key(path: str, key: str) -> list[Problem]:
         return [(path, "must not be empty")]
     if len(key) > MAX_ENV_KEY_LENGTH:
         return [(path, f"must be at most {MAX_ENV_KEY_LENGTH} characters")]
-    if not ENV_KEY_PATTERN.match(key):
+    if not ENV_KEY_PATTERN.fullmatch(key):
         return [(path, "must start with a letter or '_' and hold only letters, digits, '_' and '.'")]
     return []
 
@@ -401,7 +417,7 @@ def _url_problem(value: str, *, schemes: tuple[str, ...], allow_path: bool) -> s
     if parts.username is not None or parts.password is not None:
         return "must not contain credentials"
     host = parts.hostname or ""
-    if not host or len(host) > 253 or not all(_HOST_LABEL.match(label) for label in host.split(".")):
+    if not host or len(host) > 253 or not all(_HOST_LABEL.fullmatch(label) for label in host.split(".")):
         return "must name a valid host"
     if port == 0:
         return "must not use port 0"

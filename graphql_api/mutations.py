@@ -122,7 +122,9 @@ async def _announce_and_enqueue(context: Context, row: db.Deployment, request: D
         status=db.DeploymentStatus.QUEUED,
         stage=db.DeploymentStage.QUEUED,
     )
-    await enqueue_deploy(context.queue, row.id, context.settings.timings, env=request.env)
+    await enqueue_deploy(
+        context.queue, row.id, context.settings.timings, env=request.env, secret_key=context.settings.secret_key
+    )
 
 
 async def _undo(deployment_id: uuid.UUID) -> None:

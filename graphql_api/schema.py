@@ -6,7 +6,7 @@ import functools
 import logging
 
 import strawberry
-from graphql import GraphQLError
+from graphql import GraphQLError, StringValueNode, ValidationContext, ValidationRule
 from strawberry.extensions import AddValidationRules, MaxTokensLimiter, ValidationCache
 from strawberry.extensions.max_aliases import create_validator as create_alias_validator
 from strawberry.extensions.query_depth_limiter import create_validator as create_depth_validator
@@ -14,7 +14,9 @@ from strawberry.types import ExecutionContext
 
 from graphql_api.errors import DeployerError, ErrorPolicy, is_unexpected, request_error_code
 from graphql_api.mutations import Mutation
+from graphql_api.payload import has_bad_character
 from graphql_api.queries import Query
+from graphql_api.ratelimit import MutationRateLimit
 from graphql_api.subscriptions import Subscription
 
 logger = logging.getLogger("deployer.graphql")
@@ -54,11 +56,24 @@ class DeployerSchema(strawberry.Schema):
                 logger.info("GraphQL request rejected: %s", request_error_code(error))
 
 
+class NoBadCharacters(ValidationRule):
+    """String literals in the document may not hold NUL or lone surrogates (variables are checked as JSON)."""
+
+    def __init__(self, context: ValidationContext) -> None:
+        super().__init__(context)
+
+    def enter_string_value(self, node: StringValueNode, *_args: object) -> None:
+        """Report a literal with a bad character (without repeating it)."""
+        if has_bad_character(node.value):
+            self.report_error(GraphQLError("String literals must not contain NUL characters or lone surrogates", node))
+
+
 #: Built once: strawberry's limiters define a new validation rule class each time they are constructed (for
 #: every request), and the validation cache is keyed by the rule classes, so every request would miss it.
 _QUERY_LIMIT_RULES = (
     create_alias_validator(MAX_ALIASES),
     create_depth_validator(MAX_QUERY_DEPTH, None, None),
+    NoBadCharacters,
 )
 
 
@@ -77,6 +92,7 @@ schema = DeployerSchema(
         functools.partial(ValidationCache, maxsize=VALIDATION_CACHE_SIZE),
         functools.partial(MaxTokensLimiter, max_token_count=MAX_TOKENS),
         QueryLimits,
+        MutationRateLimit,
         ErrorPolicy,
     ],
 )

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from redis.asyncio import Redis
 from saq.types import Context
@@ -36,6 +36,8 @@ class PipelineConfig:
     #: After a droplet create whose answer was lost, how long to keep looking for it by tag before creating
     #: again (DigitalOcean's list can lag a create).
     create_lookup_s: float = 10.0
+    #: `DEPLOYER_SECRET_KEY`: decrypts the env values the API stashed in Redis (`jobs.envstash`).
+    secret_key: str = field(default="", repr=False)
 
     @classmethod
     def from_settings(cls, settings: Settings) -> PipelineConfig:
@@ -53,6 +55,7 @@ class PipelineConfig:
             app_image=settings.app_image,
             app_port=settings.app_port,
             cleanup_timeout_s=max(10.0, min(120.0, settings.timings.droplet_timeout_s)),
+            secret_key=settings.secret_key,
         )
 
 

@@ -139,7 +139,9 @@ async def deploy(ctx: WorkerContext, *, deployment_id: str, env_ref: str | None 
         await deployment.refresh_from_db()  # the lease is ours: read what the last holder stored
         if deployment.status not in (DeploymentStatus.QUEUED, DeploymentStatus.PROCESSING):
             return
-        stashed = await read_values(deps.redis, env_ref) if env_ref else []
+        stashed = await read_values(deps.redis, env_ref, secret_key=deps.config.secret_key) if env_ref else []
+        if env_ref and deployment.stage not in ENV_NOT_YET_SET:  # the application has its env: drop the values
+            await deps.redis.delete(env_ref)
         run = Run(deployment=deployment, deps=deps, env=[(str(v["key"]), str(v["value"])) for v in stashed or []])
         if deployment.status == DeploymentStatus.PROCESSING:  # an earlier attempt started and did not finish
             await run.event(f"Resuming after an interrupted attempt, at {deployment.stage.value}")

@@ -102,20 +102,23 @@ async def enqueue_deploy(
     timings: Timings,
     *,
     env: Sequence[tuple[str, str]] = (),
+    secret_key: str,
 ) -> Job | None:
     """Enqueue the pipeline of one deployment; returns None when it is already enqueued.
 
     Args:
-        env: initial environment variables (key, value). The values are stashed in Redis under a key of the
-            deployment's (`jobs.envstash`) and the job gets only that key: SAQ logs a job's arguments, and the
-            database never holds values. The stash outlives every attempt and is deleted when the deployment
-            ends.
+        env: initial environment variables (key, value). The values are stashed in Redis, encrypted, under a
+            key of the deployment's (`jobs.envstash`) and the job gets only that key: SAQ logs a job's
+            arguments, and the database never holds values. The stash lives as long as every attempt of the
+            pipeline may take, and is deleted as soon as the application has its environment.
+        secret_key: `DEPLOYER_SECRET_KEY`, which encrypts the stash.
     """
     options = deploy_job_options(timings)
     env_ref = await stash_values(
         cast("RedisQueue", queue).redis,
         [{"key": key, "value": value} for key, value in env],
-        ttl_s=options.timeout * (options.retries + 1) + 3600,
+        ttl_s=options.timeout * (options.retries + 1),
+        secret_key=secret_key,
         ref=deploy_env_ref(deployment_id),
     )
     return await _enqueue_pipeline_job(
@@ -181,18 +184,20 @@ async def run_env_change(
     mode: str = "AUTO",
     builds_from_source: bool = False,
     wait_s: float = ENV_WAIT_S,
+    secret_key: str,
 ) -> dict[str, Any]:
     """Run an env change on a worker and wait for its result (keys and restart, never values).
 
-    The values (in `variables`: key, value and `is_*` flags) are stashed in Redis (`jobs.envstash`), never
-    put in the job's arguments. The job runs once: a half-applied change is reported as such rather than
+    The values (in `variables`: key, value and `is_*` flags) are stashed in Redis, encrypted with
+    `secret_key` (`jobs.envstash`), never put in the job's arguments.
+    The job runs once: a half-applied change is reported as such rather than
     replayed behind the caller's back.
 
     Raises:
         EnvJobError: no result within `wait_s` (a change no worker had started is withdrawn: it will never
             run), or the job failed.
     """
-    ref = await stash_values(redis, variables, ttl_s=ENV_STASH_TTL_S)
+    ref = await stash_values(redis, variables, ttl_s=ENV_STASH_TTL_S, secret_key=secret_key)
     job = await queue.enqueue(
         ENV_FUNCTION,
         timeout=ENV_JOB_TIMEOUT_S,

@@ -238,7 +238,7 @@ async def apply_env_change(
     result = EnvResult()
     keys = list(keys)
     try:
-        items = await take_values(deps.redis, variables_ref)
+        items = await take_values(deps.redis, variables_ref, secret_key=deps.config.secret_key)
         result.error = _problem(action, mode, keys, items)
         if result.error is None:
             specs = [spec_from_item(item) for item in items or []]

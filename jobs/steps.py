@@ -13,6 +13,7 @@ from clients.coolify import EnvVarSpec
 from clients.digitalocean import Droplet, ssh_key_fingerprint
 from clients.errors import APIConnectionError, ConflictError, NotFoundError, UpstreamServerError
 from jobs.buildlog import failure_tail
+from jobs.envstash import forget_deploy_env
 from jobs.errors import StepFailedError
 from jobs.run import Run
 from jobs.spec import DockerSource, GitSource
@@ -276,6 +277,7 @@ async def start_deployment(run: Run) -> None:
         return
     app_uuid = str(deployment.application_uuid)
     await run.event("Starting the Coolify deployment", stage=DeploymentStage.START_DEPLOYMENT)
+    await forget_deploy_env(run.deps.redis, deployment.id)  # recorded past the env step: values not needed again
     result = await run.deps.coolify.deploy(app_uuid)
     if not result.deployment_uuid:
         raise StepFailedError(f"Coolify accepted the deploy but returned no deployment: {result.message}")

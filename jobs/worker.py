@@ -132,5 +132,10 @@ async def run_worker(settings: Settings, *, transport: httpx.AsyncBaseTransport 
 
 
 def settings_from_env() -> dict[str, Any]:
-    """For `saq jobs.worker.settings_from_env`: worker settings from the process environment."""
-    return worker_settings(Settings.from_env(os.environ))
+    """For `saq jobs.worker.settings_from_env`: worker settings from the process environment.
+
+    It refuses what `deployer worker` refuses: no DEPLOYER_SECRET_KEY (the API's, to read stashed env values).
+    """
+    settings = Settings.from_env(os.environ)
+    settings.check_secret_key()
+    return worker_settings(settings)

@@ -21,6 +21,8 @@ from settings import CoolifySettings, DigitalOceanSettings, Settings, Timings
 REPO_ROOT = Path(__file__).resolve().parents[1]
 SSH_PUBLIC_KEY = DEFAULT_COOLIFY_PUBLIC_KEY
 FAST = 0.05
+#: DEPLOYER_SECRET_KEY of the tests (encrypts stashed env values).
+SECRET_KEY = "test-secret-key-0123456789abcdef0123456789"
 #: The real clouds' order of events, fast: sshd answers after the IP appears (so the first validation fails with
 #: "Connection refused", as on DigitalOcean), and a new droplet shows in lists a moment after its create.
 FAST_WORLD = SandboxConfig(
@@ -156,6 +158,7 @@ def make_settings(
         ),
         timings=fast_timings(),
         queue_name=queue_name,
+        secret_key=SECRET_KEY,
     )
     return base.with_overrides(**kw) if kw else base
 

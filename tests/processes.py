@@ -38,6 +38,8 @@ FAST_PIPELINE = {
     "BUILD_TIMEOUT_S": "10",
 }
 SSH_PUBLIC_KEY = DEFAULT_COOLIFY_PUBLIC_KEY
+#: DEPLOYER_SECRET_KEY shared by the API and worker processes of a test stack.
+SECRET_KEY = "e2e-secret-key-0123456789abcdef0123456789"
 
 
 def base_env(extra: Mapping[str, str] = ()) -> dict[str, str]:  # type: ignore[assignment]
@@ -123,6 +125,10 @@ class Stack:
                 "COOLIFY_PROJECT_UUID": "sandbox-project",
                 "COOLIFY_PRIVATE_KEY_UUID": "sandbox-private-key",
                 "COOLIFY_SSH_PUBLIC_KEY": SSH_PUBLIC_KEY,
+                # The API and the workers share it to encrypt stashed env values; tests that want tokens set
+                # DEPLOYER_API_TOKENS in `env` (open is allowed here: the server listens on 127.0.0.1).
+                "DEPLOYER_SECRET_KEY": SECRET_KEY,
+                "DEPLOYER_ALLOW_ANONYMOUS": "true",
                 **env,
             }
         )

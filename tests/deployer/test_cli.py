@@ -97,6 +97,7 @@ def test_dev_runs_a_sandbox_deployment_to_completed(tmp_path: Path, timings: dic
             assert any("Coolify could not reach the server yet" in e["message"] for e in events), events
         output = proc.output()
         assert "SANDBOX MODE" in output
+        assert "OPEN: no API tokens" in output
         assert f"{base}/graphql" in output
         assert "Traceback" not in output
     finally:

@@ -118,7 +118,7 @@ async def app(make_app: Callable[..., Starlette]) -> AsyncIterator[Starlette]:
 @pytest.fixture
 async def gql(app: Starlette) -> AsyncIterator[GraphQLClient]:
     """A GraphQL client talking to `app` in-process."""
-    async with httpx.AsyncClient(transport=httpx.ASGITransport(app), base_url="http://test") as http:
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app), base_url="http://localhost") as http:
         yield GraphQLClient(http)
 
 

@@ -19,12 +19,12 @@ from deployer.embedded_redis import free_port
 from graphql_api.context import Services
 from models import Deployment
 from settings import Settings
-from tests.conftest import REPO_ROOT
+from tests.conftest import REPO_ROOT, SECRET_KEY
 from tests.graphql_api.conftest import running
 
 
 async def _get(app: Starlette, path: str) -> httpx.Response:
-    async with httpx.AsyncClient(transport=httpx.ASGITransport(app), base_url="http://test") as http:
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app), base_url="http://localhost") as http:
         return await http.get(path)
 
 
@@ -79,7 +79,7 @@ async def test_lifespan_creates_missing_slots(make_app: Any) -> None:
     app: Starlette = make_app(max_active_droplets=5)
     async with (
         running(app),
-        httpx.AsyncClient(transport=httpx.ASGITransport(app), base_url="http://t") as http,
+        httpx.AsyncClient(transport=httpx.ASGITransport(app), base_url="http://localhost") as http,
     ):
         response = await http.post("/graphql", json={"query": "{ dropletCount { active limit available } }"})
     assert response.json()["data"]["dropletCount"] == {"active": 0, "limit": 5, "available": 5}
@@ -113,6 +113,7 @@ async def test_two_api_processes_share_the_droplet_limit(db: str, redis_url: str
     """Twenty concurrent deploys over two API processes: 3 accepted, 17 get DROPLET_LIMIT_REACHED."""
     env = {key: value for key, value in os.environ.items() if not key.startswith(("DO_", "COOLIFY_", "DEPLOYER_"))}
     env.update(DATABASE_URL=db, REDIS_URL=redis_url, DEPLOYER_QUEUE=queue_name, MAX_ACTIVE_DROPLETS="3")
+    env.update(DEPLOYER_ALLOW_ANONYMOUS="true", DEPLOYER_SECRET_KEY=SECRET_KEY)
     ports = [free_port(), free_port()]
     processes = [_start_api(port, env) for port in ports]
     urls = [f"http://127.0.0.1:{port}" for port in ports]

@@ -80,7 +80,7 @@ async def secured(make_app: Any) -> AsyncIterator[Starlette]:
 @pytest.fixture
 async def client(secured: Starlette) -> AsyncIterator[GraphQLClient]:
     """A client for the secured app."""
-    async with httpx.AsyncClient(transport=httpx.ASGITransport(secured), base_url="http://test") as http:
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(secured), base_url="http://localhost") as http:
         yield GraphQLClient(http)
 
 
@@ -97,7 +97,7 @@ async def test_http_without_valid_token_is_401(client: GraphQLClient, token: str
 
 async def test_http_401_carries_www_authenticate(secured: Starlette) -> None:
     """The 401 response asks for a Bearer token."""
-    async with httpx.AsyncClient(transport=httpx.ASGITransport(secured), base_url="http://test") as http:
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(secured), base_url="http://localhost") as http:
         response = await http.post("/graphql", json={"query": DROPLET_COUNT})
     assert response.status_code == 401
     assert response.headers["www-authenticate"] == "Bearer"
@@ -124,7 +124,7 @@ async def test_http_token_with_scope_may_deploy(client: GraphQLClient) -> None:
 
 async def test_graphiql_page_needs_no_token(secured: Starlette) -> None:
     """A browser may load GraphiQL without a token (operations from it still need one)."""
-    async with httpx.AsyncClient(transport=httpx.ASGITransport(secured), base_url="http://test") as http:
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(secured), base_url="http://localhost") as http:
         response = await http.get("/graphql", headers={"Accept": "text/html"})
     assert response.status_code == 200
     assert "graphiql" in response.text.lower()

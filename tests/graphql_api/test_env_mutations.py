@@ -118,7 +118,7 @@ async def worker(settings: Settings, coolify: RejectBulkItem, world: World) -> A
 @pytest.fixture
 async def env_gql(app: Starlette, worker: None) -> AsyncIterator[GraphQLClient]:
     """A GraphQL client for the app (auth off), with the worker running."""
-    async with httpx.AsyncClient(transport=httpx.ASGITransport(app), base_url="http://test") as http:
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app), base_url="http://localhost") as http:
         yield GraphQLClient(http)
 
 
@@ -354,7 +354,7 @@ async def test_a_change_no_worker_finished_is_an_upstream_error(
 async def secured_gql(make_app: Callable[..., Starlette], worker: None) -> AsyncIterator[GraphQLClient]:
     """A GraphQL client for an app with API tokens configured."""
     app = make_app(api_tokens=TOKENS)
-    async with running(app), httpx.AsyncClient(transport=httpx.ASGITransport(app), base_url="http://test") as http:
+    async with running(app), httpx.AsyncClient(transport=httpx.ASGITransport(app), base_url="http://localhost") as http:
         yield GraphQLClient(http)
 
 

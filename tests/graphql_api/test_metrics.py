@@ -14,7 +14,7 @@ async def test_metrics_count_deployments_slots_and_jobs(app: Starlette, gql: Gra
     """After two deploys the gauges show two QUEUED deployments, two held slots and two queued jobs."""
     for _ in range(2):
         await gql("mutation { deploy { id } }")
-    async with httpx.AsyncClient(transport=httpx.ASGITransport(app), base_url="http://test") as http:
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app), base_url="http://localhost") as http:
         response = await http.get("/metrics")
     assert response.status_code == 200
     assert response.headers["content-type"].startswith("text/plain; version=0.0.4")
@@ -31,7 +31,7 @@ async def test_metrics_count_deployments_slots_and_jobs(app: Starlette, gql: Gra
 async def test_metrics_need_the_admin_scope_when_auth_is_on(make_app: Callable[..., Starlette]) -> None:
     """Without a token 401, with a read-only token 403, with an admin token 200."""
     app = make_app(api_tokens=TOKENS)
-    async with running(app), httpx.AsyncClient(transport=httpx.ASGITransport(app), base_url="http://t") as http:
+    async with running(app), httpx.AsyncClient(transport=httpx.ASGITransport(app), base_url="http://localhost") as http:
         assert (await http.get("/metrics")).status_code == 401
         read = await http.get("/metrics", headers={"Authorization": f"Bearer {READ_TOKEN}"})
         assert read.status_code == 403

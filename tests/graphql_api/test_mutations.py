@@ -88,7 +88,7 @@ async def test_deploy_enqueues_env_with_defaults_and_input_winning(
     app = make_app(default_env=(("REGION", "eu"), ("API_KEY", "default")))
     async with (
         running(app),
-        httpx.AsyncClient(transport=httpx.ASGITransport(app), base_url="http://t") as http,
+        httpx.AsyncClient(transport=httpx.ASGITransport(app), base_url="http://localhost") as http,
     ):
         client = GraphQLClient(http)
         env = [{"key": "API_KEY", "value": SECRET}, {"key": "DEBUG", "value": "1"}]
@@ -99,7 +99,7 @@ async def test_deploy_enqueues_env_with_defaults_and_input_winning(
     assert job is not None
     assert job.kwargs is not None
     assert SECRET not in repr(job)
-    stashed = await read_values(queue.redis, job.kwargs["env_ref"])
+    stashed = await read_values(queue.redis, job.kwargs["env_ref"], secret_key=settings.secret_key)
     assert stashed == [
         {"key": "REGION", "value": "eu"},
         {"key": "API_KEY", "value": SECRET},

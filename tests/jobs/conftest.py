@@ -71,6 +71,7 @@ async def new_deployment(**spec: Any) -> Deployment:
 async def run(deps: Deps, deployment: Deployment, env: list[list[str]] | None = None) -> Deployment:
     """Run the deploy job directly and reload the row."""
     ctx: WorkerContext = {"deps": deps}  # type: ignore[typeddict-item]
-    ref = await stash_values(deps.redis, [{"key": k, "value": v} for k, v in env], ttl_s=60) if env else None
+    variables = [{"key": k, "value": v} for k, v in env or []]
+    ref = await stash_values(deps.redis, variables, ttl_s=60, secret_key=deps.config.secret_key) if env else None
     await deploy(ctx, deployment_id=str(deployment.id), env_ref=ref)
     return await Deployment.get(id=deployment.id)

@@ -23,6 +23,7 @@ from models.env import EnvAction, EnvChange
 from sandbox.app import create_app as create_sandbox
 from sandbox.state import SandboxConfig, World
 from settings import Settings
+from tests.conftest import SECRET_KEY
 from tests.env_support import COOLIFY_MAX_COMMENT, rows, sandbox_application
 
 SECRET = "s3cr3t-env-value-never-logged"
@@ -79,7 +80,7 @@ async def change(
     """Write the audit row, stash the values and run the job as a worker would; returns (result, row)."""
     keys = keys if keys is not None else [item["key"] for item in items or []]
     row = await EnvChange.create(application_uuid=app_uuid, action=EnvAction(action), keys=keys)
-    ref = await stash_values(deps.redis, items or [], ttl_s=60)
+    ref = await stash_values(deps.redis, items or [], ttl_s=60, secret_key=SECRET_KEY)
     ctx: WorkerContext = {"deps": deps}  # type: ignore[typeddict-item]
     result = await apply_env_change(
         ctx,
@@ -299,7 +300,7 @@ async def test_an_expired_or_withdrawn_change_does_nothing(
     """A job whose stash is gone makes no Coolify call and reports every key failed."""
     world.add_env(app_uuid, "A", "kept")
     row = await EnvChange.create(application_uuid=app_uuid, action=EnvAction(action), keys=["A"])
-    ref = await stash_values(deps.redis, [var("A")] if action == "SET" else [], ttl_s=60)
+    ref = await stash_values(deps.redis, [var("A")] if action == "SET" else [], ttl_s=60, secret_key=SECRET_KEY)
     assert await discard_values(deps.redis, ref)
     ctx: WorkerContext = {"deps": deps}  # type: ignore[typeddict-item]
     result = await apply_env_change(
@@ -312,10 +313,10 @@ async def test_an_expired_or_withdrawn_change_does_nothing(
 
 async def test_the_values_are_taken_once(deps: Deps, app_uuid: str) -> None:
     """The job deletes the stashed values as it takes them."""
-    ref = await stash_values(deps.redis, [var("A")], ttl_s=60)
-    assert await take_values(deps.redis, ref) == [var("A")]
-    assert await take_values(deps.redis, ref) is None
-    assert await take_values(deps.redis, "some:other:key") is None
+    ref = await stash_values(deps.redis, [var("A")], ttl_s=60, secret_key=SECRET_KEY)
+    assert await take_values(deps.redis, ref, secret_key=SECRET_KEY) == [var("A")]
+    assert await take_values(deps.redis, ref, secret_key=SECRET_KEY) is None
+    assert await take_values(deps.redis, "some:other:key", secret_key=SECRET_KEY) is None
     assert await discard_values(deps.redis, ref) is False  # already taken: too late to withdraw
 
 
@@ -345,8 +346,8 @@ async def test_run_env_change_without_a_worker_withdraws_the_change(
     """With no worker, the API gives up after its wait and withdraws the change, so a late worker does nothing."""
     refs: list[str] = []
 
-    async def stash(redis: Redis, variables: Any, *, ttl_s: int) -> str:
-        refs.append(await stash_values(redis, variables, ttl_s=ttl_s))
+    async def stash(redis: Redis, variables: Any, *, ttl_s: int, secret_key: str) -> str:
+        refs.append(await stash_values(redis, variables, ttl_s=ttl_s, secret_key=secret_key))
         return refs[-1]
 
     monkeypatch.setattr("jobs.enqueue.stash_values", stash)
@@ -363,6 +364,7 @@ async def test_run_env_change_without_a_worker_withdraws_the_change(
                 variables=[var("A")],
                 keys=["A"],
                 wait_s=0.2,
+                secret_key=SECRET_KEY,
             )
         assert caught.value.started is False
         assert SECRET not in str(caught.value)

@@ -70,7 +70,7 @@ async def test_a_leased_or_waiting_deployment_is_left_alone(deps: Deps, redis_ur
         lease = deploy_lease(deps.redis, str(leased.id), 5)
         assert await lease.acquire()
         waiting = await new_deployment()
-        await enqueue_deploy(queue, waiting.id, deps.config.timings)
+        await enqueue_deploy(queue, waiting.id, deps.config.timings, secret_key=deps.config.secret_key)
         report = await reap_once(deps, queue, now=LATER)
         assert report.requeued == []
         await lease.release()
