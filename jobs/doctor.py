@@ -56,14 +56,14 @@ class _Doctor:
     async def do_token(self) -> Check:
         account = await self.account()
         if account.status != "active":
-            return Check("DigitalOcean token", False, f"works, but the account is {account.status}")
-        return Check("DigitalOcean token", True, f"works (account {account.status})")
+            return Check("DigitalOcean API access", False, f"works, but the account is {account.status}")
+        return Check("DigitalOcean API access", True, f"works (account {account.status})")
 
     async def do_write(self) -> Check:
         if await self.do.can_write():
-            return Check("DigitalOcean token can write", True, "it may create droplets")
+            return Check("DigitalOcean write access", True, "it may create droplets")
         return Check(
-            "DigitalOcean token can write",
+            "DigitalOcean write access",
             False,
             "the token is read-only or lacks scopes: give it droplet:create/read/delete, ssh_key:*, tag:create",
         )
@@ -111,8 +111,8 @@ class _Doctor:
                 if exc.status_code == 401
                 else "enable API access in Coolify (Settings, Advanced) and allow this host's IP"
             )
-            return Check("Coolify token", False, f"{exc.message} ({exc.status_code}): {hint}")
-        return Check("Coolify token", True, f"works (Coolify {version})")
+            return Check("Coolify API access", False, f"{exc.message} ({exc.status_code}): {hint}")
+        return Check("Coolify API access", True, f"works (Coolify {version})")
 
     async def coolify_key(self) -> Check:
         wanted = _key_half(self.settings.coolify.ssh_public_key)
@@ -170,12 +170,12 @@ async def run_checks(settings: Settings, digitalocean: DigitalOceanClient, cooli
     """Run every check (concurrently, read-only) and return them in a fixed order."""
     doctor = _Doctor(settings, digitalocean, coolify)
     checks: list[tuple[str, Callable[[], Awaitable[Check]]]] = [
-        ("DigitalOcean token", doctor.do_token),
-        ("DigitalOcean token can write", doctor.do_write),
+        ("DigitalOcean API access", doctor.do_token),
+        ("DigitalOcean write access", doctor.do_write),
         ("DigitalOcean droplet limit", doctor.droplet_limit),
         ("Default droplet", doctor.defaults),
         ("SSH key on DigitalOcean", doctor.do_ssh_key),
-        ("Coolify token", doctor.coolify_token),
+        ("Coolify API access", doctor.coolify_token),
         ("Coolify private key", doctor.coolify_key),
         ("Coolify project and environment", doctor.coolify_project),
     ]

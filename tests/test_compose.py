@@ -39,7 +39,8 @@ def test_the_compose_file_follows_the_compose_specification(compose: dict[str, A
 
 
 def test_one_image_is_built_once_and_the_sandbox_is_a_profile(compose: dict[str, Any]) -> None:
-    """Only one service builds; the others run that image without pulling; the sandbox publishes port 9000."""
+    """Only one service builds; the others run that image without pulling; the sandbox publishes port 9000 on
+    this machine only (it accepts any token, and its Coolify serves env values)."""
     services = compose["services"]
     builders = [name for name, svc in services.items() if "build" in svc]
     assert builders == ["api"]
@@ -47,7 +48,14 @@ def test_one_image_is_built_once_and_the_sandbox_is_a_profile(compose: dict[str,
     for name in ("worker", "sandbox"):
         assert services[name]["image"] == image and services[name]["pull_policy"] == "never"
     assert services["sandbox"]["profiles"] == ["sandbox"]
-    assert "9000:9000" in services["sandbox"]["ports"]
+    assert services["sandbox"]["ports"] == ["127.0.0.1:9000:9000"]
+
+
+def test_compose_is_closed_by_default() -> None:
+    """Nothing starts without API tokens and the secret key: both are required variables."""
+    text = (REPO_ROOT / "docker-compose.yml").read_text()
+    assert "DEPLOYER_API_TOKENS: ${DEPLOYER_API_TOKENS:?" in text
+    assert "DEPLOYER_SECRET_KEY: ${DEPLOYER_SECRET_KEY:?" in text
 
 
 def test_env_example_lists_every_variable_and_the_sandbox_key(compose: dict[str, Any]) -> None:

@@ -184,8 +184,8 @@ async def test_a_deployment_runs_to_completed_and_streams_every_event(stack: Sta
     body = await gql(stack, "{ dropletCount { active available } }")
     assert body["data"]["dropletCount"] == {"active": 0, "available": 3}
     logs = stack.logs()
-    assert "✓ DigitalOcean token: works" in logs  # the worker's start-up doctor checks
-    assert "✓ Coolify token: works (Coolify 4.3.11)" in logs
+    assert "✓ DigitalOcean API access: works" in logs  # the worker's start-up doctor checks
+    assert "✓ Coolify API access: works (Coolify 4.3.11)" in logs
     assert "✗" not in logs
     assert SECRET not in logs
     assert SECRET not in json.dumps(body)

@@ -40,7 +40,7 @@ def world() -> World:
 async def client_for(settings: Settings, world: World) -> AsyncIterator[GraphQLClient]:
     """A GraphQL client of an app whose Coolify client reaches the sandbox world through ASGI."""
     app = create_app(settings, cloud_transport=httpx.ASGITransport(create_sandbox(world)))
-    async with running(app), httpx.AsyncClient(transport=httpx.ASGITransport(app), base_url="http://t") as http:
+    async with running(app), httpx.AsyncClient(transport=httpx.ASGITransport(app), base_url="http://localhost") as http:
         yield GraphQLClient(http)
 
 

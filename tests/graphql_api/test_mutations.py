@@ -244,7 +244,7 @@ async def test_deploy_refuses_what_digitalocean_would_refuse(gql: GraphQLClient,
 async def test_a_bad_default_is_named_by_its_setting(make_app: Any, settings: Settings) -> None:
     """A default region DigitalOcean does not know is blamed on DROPLET_REGION, not on the caller."""
     app = make_app(digitalocean=replace(settings.digitalocean, region="atlantis1"))
-    async with running(app), httpx.AsyncClient(transport=httpx.ASGITransport(app), base_url="http://t") as http:
+    async with running(app), httpx.AsyncClient(transport=httpx.ASGITransport(app), base_url="http://localhost") as http:
         _, body = await GraphQLClient(http)(DEPLOY, {})
     [(field, message)] = problems_of(body)
     assert field == "input.region (default DROPLET_REGION)"
@@ -256,7 +256,7 @@ async def test_deploy_refuses_rather_than_queue_blind(settings: Settings, queue:
     app = create_app(
         settings.with_overrides(digitalocean=replace(settings.digitalocean, api_url="http://127.0.0.1:9")),
     )
-    async with running(app), httpx.AsyncClient(transport=httpx.ASGITransport(app), base_url="http://t") as http:
+    async with running(app), httpx.AsyncClient(transport=httpx.ASGITransport(app), base_url="http://localhost") as http:
         _, body = await GraphQLClient(http)(DEPLOY, {})
     [error] = body["errors"]
     assert error["extensions"]["code"] == "UPSTREAM_ERROR"

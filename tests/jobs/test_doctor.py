@@ -41,15 +41,15 @@ async def test_a_good_setup_passes_every_check(settings: Settings) -> None:
     """With the sandbox's own key, project and catalog every line is a ✓."""
     checks = await doctor(World(), settings)
     assert all(c.ok for c in checks.values()), [c.line() for c in checks.values()]
-    assert checks["Coolify token"].detail == "works (Coolify 4.3.11)"
+    assert checks["Coolify API access"].detail == "works (Coolify 4.3.11)"
 
 
 async def test_a_read_only_token_cannot_write() -> None:
     """A DigitalOcean token that may only read is caught before any droplet is paid for."""
     settings = make_settings(database_url="sqlite://:memory:", redis_url="redis://unused")
     checks = await doctor(World(SandboxConfig(do_read_only_tokens="viewer")), settings, do_token="viewer")
-    assert not checks["DigitalOcean token can write"].ok
-    assert checks["DigitalOcean token"].ok
+    assert not checks["DigitalOcean write access"].ok
+    assert checks["DigitalOcean API access"].ok
 
 
 async def test_a_droplet_limit_below_the_slots(settings: Settings) -> None:
@@ -86,5 +86,5 @@ async def test_an_unreachable_cloud_is_a_failed_check_not_a_crash(settings: Sett
     ):
         checks = await run_checks(unreachable, do, coolify)
     by_name = {c.name: c for c in checks}
-    assert by_name["DigitalOcean token"].ok
-    assert not by_name["Coolify token"].ok and "connection error" in by_name["Coolify token"].detail
+    assert by_name["DigitalOcean API access"].ok
+    assert not by_name["Coolify API access"].ok and "connection error" in by_name["Coolify API access"].detail
