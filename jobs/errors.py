@@ -11,7 +11,11 @@ class StepFailedError(Exception):
 
 
 class StepTimeoutError(StepFailedError):
-    """A bounded poll ran past its deadline."""
+    """A bounded poll ran past its deadline; `last_seen` is what it saw last (for a caller's own message)."""
+
+    def __init__(self, message: str, *, last_seen: str = "") -> None:
+        super().__init__(message)
+        self.last_seen = last_seen
 
 
 class CancelledByUserError(StepFailedError):

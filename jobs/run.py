@@ -94,5 +94,7 @@ class Run:
                 await self.check_cancel()
             remaining = deadline - self.clock()
             if remaining <= 0:
-                raise StepTimeoutError(f"Timed out after {timeout:g} s waiting for {what}; last seen: {last_seen}")
+                raise StepTimeoutError(
+                    f"Timed out after {timeout:g} s waiting for {what}; last seen: {last_seen}", last_seen=last_seen
+                )
             await self.sleep(min(interval, remaining))

@@ -70,7 +70,7 @@ async def validate_until_usable(run: Run, server_uuid: str, *, key_hint: str) ->
     try:
         await _validate(run, server_uuid, attempt, key_hint)
     except StepTimeoutError as exc:
-        seen = str(exc).partition("last seen: ")[2] or "nothing yet"
+        seen = exc.last_seen or "nothing yet"
         said = f"; the last validation said: {attempt.last_failure}" if attempt.last_failure else ""
         raise StepTimeoutError(
             f"Timed out after {timings.server_timeout_s:g} s waiting for Coolify to validate the server "
@@ -101,7 +101,7 @@ async def _validate(run: Run, server_uuid: str, attempt: _Attempts, key_hint: st
         if attempt.requests:  # our last request found the host unreachable: back off before asking again
             wait = interval * min(2 ** (attempt.requests - 1), MAX_BACKOFF_POLLS)
             if run.clock() + wait >= attempt.deadline:
-                raise StepTimeoutError(f"out of time; last seen: {attempt.last_failure}")
+                raise StepTimeoutError("out of time", last_seen=attempt.last_failure or "")
             await run.event(
                 f"Coolify could not reach the server yet ({attempt.last_failure}); asking again in {wait:.3g} s"
             )
