@@ -24,6 +24,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
+from bench.figure import Baseline, Figure, Goal
 from deployer.embedded_redis import EmbeddedRedis
 from graphql_api.app import create_app
 from models.slot import slot_usage
@@ -45,8 +46,8 @@ async def _time(client: httpx.AsyncClient, path: str, n: int) -> float:
     return n / (time.perf_counter() - start)
 
 
-async def main(requests: int, rounds: int) -> None:
-    """Run the benchmark and print requests per second for both and their ratio."""
+async def measure(requests: int, rounds: int) -> tuple[float, float]:
+    """Median requests per second of the bare route and of GraphQL, rounds alternating."""
     with EmbeddedRedis() as redis_server, tempfile.TemporaryDirectory() as tmp:
         settings = Settings(database_url=f"sqlite://{tmp}/bench.sqlite3", redis_url=redis_server.url)
         app = create_app(settings, extra_routes=[Route("/bare", _bare, methods=["POST"])])
@@ -55,8 +56,8 @@ async def main(requests: int, rounds: int) -> None:
             transport = httpx.ASGITransport(app=app)
             bare_transport = httpx.ASGITransport(app=bare_app)
             async with (
-                httpx.AsyncClient(transport=transport, base_url="http://bench") as gql,
-                httpx.AsyncClient(transport=bare_transport, base_url="http://bench") as bare,
+                httpx.AsyncClient(transport=transport, base_url="http://localhost") as gql,
+                httpx.AsyncClient(transport=bare_transport, base_url="http://localhost") as bare,
             ):
                 await _time(gql, "/graphql", 100)  # warm-up
                 await _time(bare, "/bare", 100)
@@ -64,7 +65,26 @@ async def main(requests: int, rounds: int) -> None:
                 for _ in range(rounds):
                     bare_rates.append(await _time(bare, "/bare", requests))
                     gql_rates.append(await _time(gql, "/graphql", requests))
-    bare_rps, gql_rps = statistics.median(bare_rates), statistics.median(gql_rates)
+    return statistics.median(bare_rates), statistics.median(gql_rates)
+
+
+def figures(quick: bool) -> list[Figure]:
+    """For `make bench`: `{ dropletCount }` against a bare Starlette route doing the same read (goal: 0.7x)."""
+    bare_rps, gql_rps = asyncio.run(measure(200 if quick else 2000, 2 if quick else 5))
+    return [
+        Figure(
+            "query.dropletCount",
+            gql_rps,
+            "req/s",
+            baseline=Baseline("bare starlette", bare_rps),
+            goal=Goal(">=", 0.7, on="ratio"),
+        )
+    ]
+
+
+async def main(requests: int, rounds: int) -> None:
+    """Run the benchmark and print requests per second for both and their ratio."""
+    bare_rps, gql_rps = await measure(requests, rounds)
     print(f"machine: {platform.machine()} {os.cpu_count()} cpus, Python {platform.python_version()}")
     print(f"bare starlette : {bare_rps:8.0f} req/s (median of {rounds} x {requests})")
     print(f"graphql        : {gql_rps:8.0f} req/s")
