@@ -248,7 +248,8 @@ class RequestBudget:
             logger.info("%s budget: next request slot in %.2f s, later than this request may wait", self.api, wait)
             raise RequestBudgetError(
                 self.api,
-                f"request budget ({self.per_minute}/min) has no slot for {wait:.1f} s, past this step's deadline",
+                f"shared request budget ({self.per_minute}/min) has no slot for {wait:.1f} s,"
+                f" longer than this request may wait ({max_wait:.1f} s, its step's deadline or the API's limit)",
                 wait_s=wait,
             )
         return wait
