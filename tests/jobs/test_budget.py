@@ -12,6 +12,7 @@ import time
 import uuid
 from collections.abc import AsyncIterator, Callable
 from dataclasses import replace
+from types import SimpleNamespace
 
 import httpx
 import pytest
@@ -22,7 +23,8 @@ from clients.digitalocean import DigitalOceanClient
 from clients.errors import RequestBudgetError
 from clients.http import RetryPolicy, request_deadline
 from jobs.budget import HEADROOM, RequestBudget, budget_for, client_hooks, read_budget_stats
-from jobs.context import Deps, PipelineConfig
+from jobs.context import Deps, PipelineConfig, WorkerContext
+from jobs.worker import worker_settings
 from models.deployment import Deployment, DeploymentStatus
 from models.slot import ensure_slots, reserve_slot
 from sandbox.app import create_app as create_sandbox
@@ -306,3 +308,22 @@ async def test_a_fleet_within_the_budgets_gets_no_429(redis: Redis, settings: Se
     unbudgeted = _limited_world()
     await _run_fleet(unbudgeted, redis, settings, lambda api: {})
     assert any(r.status == 429 for r in unbudgeted.requests)  # the limits are real: the budgets made the difference
+
+
+async def test_a_worker_draws_every_request_from_the_shared_budgets(
+    redis: Redis, settings: Settings, world: World
+) -> None:
+    """The worker's clients are wired to the budgets: its start-up checks of both clouds are counted in the
+    buckets of the settings' tokens, one per request the sandbox saw."""
+    do_token, coolify_token = f"do-{uuid.uuid4().hex}", f"1|{uuid.uuid4().hex}"
+    settings = settings.with_overrides(
+        digitalocean=replace(settings.digitalocean, api_key=do_token, requests_per_minute=3000),
+        coolify=replace(settings.coolify, api_key=coolify_token, requests_per_minute=3000),
+    )
+    options = worker_settings(settings, transport=httpx.ASGITransport(app=create_sandbox(world)))
+    ctx: WorkerContext = {"worker": SimpleNamespace(id="budget-test-worker")}  # type: ignore[typeddict-item]
+    await options["startup"](ctx)
+    await options["shutdown"](ctx)
+    for api, token in (("digitalocean", do_token), ("coolify", coolify_token)):
+        sent = [r for r in world.requests if r.api == api]
+        assert sent and (await read_budget_stats(redis, api, token)).requests == len(sent)
