@@ -18,7 +18,7 @@ second be refused.
   away outside one) is not reserved: :class:`~clients.errors.RequestBudgetError`, as a 429 whose wait does not
   fit would be.
 - A 429 (the clients' ``on_rate_limited`` hook) pushes ``next`` to at least now + the wait the cloud asked
-  for, so every process pauses, not only the one refused.
+  for (at most :data:`MAX_PUSH_BACK_S`), so every process pauses, not only the one refused.
 - The script reads Redis's clock (``TIME``), so processes on several machines agree on time; tests inject one.
 - Waits are logged at DEBUG, and counted in Redis beside the bucket (requests, seconds waited, 429 push-backs,
   refusals), which the API's ``/metrics`` reports as ``deployer_budget_*`` for the whole cluster.
@@ -44,6 +44,7 @@ from settings import Settings
 
 __all__ = [
     "HEADROOM",
+    "MAX_PUSH_BACK_S",
     "BudgetStats",
     "ClientHooks",
     "CloudBudgets",
@@ -62,6 +63,9 @@ logger = logging.getLogger("deployer.budget")
 HEADROOM = 0.02
 #: Longest wait for a slot outside a `request_deadline` block (the API's reads, the reaper, doctor).
 DEFAULT_MAX_WAIT_S = 30.0
+#: Longest pause one 429 imposes on everyone: a minute is the longest window of either cloud's per-minute
+#: limit, and a stray far-off ``Retry-After`` must not stop every process for an hour (the next 429 says more).
+MAX_PUSH_BACK_S = 60.0
 
 # KEYS[1] the bucket (next free slot, seconds), KEYS[2] its counters.
 # ARGV[1] interval, ARGV[2] longest acceptable wait (< 0: any), ARGV[3] now ('' = Redis TIME).
@@ -263,7 +267,8 @@ class RequestBudget:
 
     async def push_back(self, seconds: float) -> None:
         """After a 429: nobody sends with this token for ``seconds`` (the clients' ``on_rate_limited``)."""
-        wait = float(await self._push_back(keys=self._keys, args=[max(0.0, seconds), self._now_arg()]))
+        pause = min(max(0.0, seconds), MAX_PUSH_BACK_S)
+        wait = float(await self._push_back(keys=self._keys, args=[pause, self._now_arg()]))
         logger.info("%s answered 429: every process pauses its requests for %.2f s", self.api, wait)
 
     async def stats(self) -> BudgetStats:

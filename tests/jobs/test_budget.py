@@ -22,7 +22,7 @@ from clients.coolify import CoolifyClient
 from clients.digitalocean import DigitalOceanClient
 from clients.errors import RequestBudgetError
 from clients.http import RetryPolicy, request_deadline
-from jobs.budget import HEADROOM, RequestBudget, budget_for, client_hooks, read_budget_stats
+from jobs.budget import HEADROOM, MAX_PUSH_BACK_S, RequestBudget, budget_for, client_hooks, read_budget_stats
 from jobs.context import Deps, PipelineConfig, WorkerContext
 from jobs.worker import worker_settings
 from models.deployment import Deployment, DeploymentStatus
@@ -186,6 +186,16 @@ async def test_a_429_pushes_the_bucket_back_for_every_process(
     assert 2.5 < wait <= 3.0 + interval(250)
     stats = await read_budget_stats(redis, "digitalocean", token)
     assert stats.rate_limited == 1
+
+
+async def test_one_429_pauses_everyone_for_at_most_a_minute(redis: Redis, token: str) -> None:
+    """A far-off Retry-After pauses the bucket for MAX_PUSH_BACK_S, not an hour; a shorter one never shortens it."""
+    clock = FixedClock()
+    budget = RequestBudget(redis, api="coolify", token=token, per_minute=200, clock=clock, max_wait_s=1e9)
+    await budget.push_back(3600.0)
+    await budget.push_back(5.0)
+    assert await budget.reserve() == MAX_PUSH_BACK_S
+    assert (await budget.stats()).rate_limited == 2
 
 
 def test_budget_off_builds_nothing(redis: Redis) -> None:
