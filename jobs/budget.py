@@ -158,7 +158,7 @@ def budget_for(redis: Redis, *, api: str, token: str, per_minute: int, **options
 
 @dataclass(frozen=True)
 class CloudBudgets:
-    """The budget of each cloud's token (None where it is off or the cloud has no token)."""
+    """The budget of each cloud's token (None where its setting is 0: off)."""
 
     digitalocean: RequestBudget | None = None
     coolify: RequestBudget | None = None
