@@ -19,6 +19,7 @@ later one be refused.
   fit would be.
 - A 429 (the clients' ``on_rate_limited`` hook) pushes ``next`` to at least now + the wait the cloud asked
   for (at most :data:`MAX_PUSH_BACK_S`), so every process pauses, not only the one refused.
+- While Redis cannot be reached, requests go without a slot (logged once): the clouds' 429s remain.
 - The script reads Redis's clock (``TIME``), so processes on several machines agree on time; tests inject one.
 - Waits are logged at DEBUG, and counted in Redis beside the bucket (requests, seconds waited, 429 push-backs,
   refusals), which the API's ``/metrics`` reports as ``deployer_budget_*`` for the whole cluster.
@@ -37,6 +38,8 @@ from dataclasses import dataclass
 from typing import Any, TypedDict
 
 from redis.asyncio import Redis
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from clients.errors import RequestBudgetError
 from clients.http import RateLimitHook, Throttle, current_deadline
@@ -229,6 +232,8 @@ class RequestBudget:
         self._monotonic = monotonic
         self._sleep = sleep
         self._max_wait_s = max_wait_s
+        #: True while Redis is unreachable (requests then go without a slot).
+        self._degraded = False
 
     def __repr__(self) -> str:
         return f"RequestBudget(api={self.api!r}, per_minute={self.per_minute})"
@@ -262,8 +267,17 @@ class RequestBudget:
         return wait
 
     async def acquire(self) -> None:
-        """Wait for this process's turn to send one request (the clients' ``throttle``)."""
-        wait = await self.reserve()
+        """Wait for this process's turn to send one request (the clients' ``throttle``).
+
+        While Redis cannot be reached the request goes without a slot (the cloud's own 429s still stop it),
+        so a Redis outage does not stop the reads and cleanups that do not need Redis.
+        """
+        try:
+            wait = await self.reserve()
+        except (RedisConnectionError, RedisTimeoutError) as exc:
+            self._redis_unreachable(exc)
+            return
+        self._redis_back()
         if wait > 0:
             logger.debug("%s budget: waiting %.3f s for a request slot", self.api, wait)
             await self._sleep(wait)
@@ -271,8 +285,26 @@ class RequestBudget:
     async def push_back(self, seconds: float) -> None:
         """After a 429: nobody sends with this token for ``seconds`` (the clients' ``on_rate_limited``)."""
         pause = min(max(0.0, seconds), MAX_PUSH_BACK_S)
-        wait = float(await self._push_back(keys=self._keys, args=[pause, self._now_arg()]))
+        try:
+            wait = float(await self._push_back(keys=self._keys, args=[pause, self._now_arg()]))
+        except (RedisConnectionError, RedisTimeoutError) as exc:
+            self._redis_unreachable(exc)
+            return
         logger.info("%s answered 429: every process pauses its requests for %.2f s", self.api, wait)
+
+    def _redis_unreachable(self, exc: Exception) -> None:
+        if not self._degraded:
+            self._degraded = True
+            logger.warning(
+                "%s budget: Redis unreachable (%s); sending without the shared budget until it is back",
+                self.api,
+                type(exc).__name__,
+            )
+
+    def _redis_back(self) -> None:
+        if self._degraded:
+            self._degraded = False
+            logger.warning("%s budget: Redis reachable again; requests draw from the shared budget", self.api)
 
     async def stats(self) -> BudgetStats:
         """This bucket's cluster-wide counters."""

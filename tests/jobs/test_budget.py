@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import json
+import logging
 import math
 import subprocess
 import sys
@@ -23,6 +24,7 @@ from clients.coolify import CoolifyClient
 from clients.digitalocean import DigitalOceanClient
 from clients.errors import RequestBudgetError
 from clients.http import RetryPolicy, request_deadline
+from deployer.embedded_redis import EmbeddedRedis
 from jobs.budget import HEADROOM, MAX_PUSH_BACK_S, RequestBudget, budget_for, client_hooks, read_budget_stats
 from jobs.context import Deps, PipelineConfig, WorkerContext
 from jobs.worker import worker_settings
@@ -197,6 +199,34 @@ async def test_one_429_pauses_everyone_for_at_most_a_minute(redis: Redis, token:
     await budget.push_back(5.0)
     assert await budget.reserve() == MAX_PUSH_BACK_S
     assert (await budget.stats()).rate_limited == 2
+
+
+async def test_without_redis_requests_go_unbudgeted(
+    private_redis: EmbeddedRedis, token: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """While Redis is down a request waits for no slot (one warning), and the budget resumes when it is back."""
+    redis = Redis.from_url(private_redis.url, socket_connect_timeout=0.5)
+    sleeps = Sleeps()
+    budget = RequestBudget(redis, api="digitalocean", token=token, per_minute=60, clock=FixedClock(), sleep=sleeps)
+    try:
+        private_redis.stop()
+        with caplog.at_level(logging.WARNING, logger="deployer.budget"):
+            await budget.acquire()
+            await budget.acquire()
+            await budget.push_back(10.0)
+        assert sleeps.calls == []
+        warnings = [r.message for r in caplog.records if "unreachable" in r.message]
+        assert warnings == [
+            "digitalocean budget: Redis unreachable (ConnectionError);"
+            " sending without the shared budget until it is back"
+        ]
+        private_redis.start()
+        await budget.acquire()
+        await budget.acquire()
+        assert sleeps.calls == [pytest.approx(interval(60))]
+        assert "reachable again" in caplog.records[-1].message
+    finally:
+        await redis.aclose()
 
 
 def test_budget_off_builds_nothing(redis: Redis) -> None:
