@@ -49,6 +49,8 @@ class DigitalOceanSettings:
     size: str = "s-1vcpu-1gb"
     image: str = "ubuntu-24-04-x64"
     name_prefix: str = "eliza"
+    #: `DO_REQUESTS_PER_MINUTE`: the budget every worker and API process shares for this token (0: none).
+    requests_per_minute: int = 250
 
 
 @dataclass(frozen=True)
@@ -61,6 +63,8 @@ class CoolifySettings:
     environment_name: str = "production"
     private_key_uuid: str = ""
     ssh_public_key: str = ""
+    #: `COOLIFY_REQUESTS_PER_MINUTE`: the budget every worker and API process shares (Coolify's API_RATE_LIMIT).
+    requests_per_minute: int = 200
 
 
 @dataclass(frozen=True)
@@ -210,6 +214,7 @@ class Settings:
             size=env.slug("DROPLET_SIZE", "s-1vcpu-1gb"),
             image=env.slug("DROPLET_IMAGE", "ubuntu-24-04-x64"),
             name_prefix=env.pattern("DROPLET_NAME_PREFIX", "eliza", _NAME_PREFIX, "letters, digits, '.' and '-'"),
+            requests_per_minute=env.integer("DO_REQUESTS_PER_MINUTE", 250, minimum=0, maximum=1_000_000),
         )
         coolify = CoolifySettings(
             api_url=env.url("COOLIFY_API_URL", "", required=require_clouds),
@@ -218,6 +223,7 @@ class Settings:
             environment_name=env.text("COOLIFY_ENVIRONMENT_NAME", "production"),
             private_key_uuid=env.text("COOLIFY_PRIVATE_KEY_UUID", ""),
             ssh_public_key=env.ssh_public_key("COOLIFY_SSH_PUBLIC_KEY", required=require_clouds),
+            requests_per_minute=env.integer("COOLIFY_REQUESTS_PER_MINUTE", 200, minimum=0, maximum=1_000_000),
         )
         tokens_file = env.text("DEPLOYER_API_TOKENS_FILE", "")
         tokens = env.api_tokens("DEPLOYER_API_TOKENS")

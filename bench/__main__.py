@@ -24,6 +24,7 @@ from bench.run_one import MARKER
 #: The benchmark modules `make bench` runs, in order.
 MODULES: list[str] = [
     "bench.graphql_overhead",
+    "bench.budget",
 ]
 
 

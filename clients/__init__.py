@@ -28,6 +28,7 @@ from clients.errors import (
     ConflictError,
     NotFoundError,
     RateLimitedError,
+    RequestBudgetError,
     UpstreamServerError,
 )
 from clients.http import RetryPolicy
@@ -53,6 +54,7 @@ __all__ = [
     "NotFoundError",
     "PrivateKey",
     "RateLimitedError",
+    "RequestBudgetError",
     "RetryPolicy",
     "SSHKey",
     "Server",

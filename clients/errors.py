@@ -10,8 +10,9 @@ Every failure of a cloud call is one of these, so callers catch one tree::
     │   ├── RateLimitedError                 429 (retry_after: float | None)
     │   ├── AuthError                        401 / 403
     │   └── UpstreamServerError              5xx
-    └── APIConnectionError                   no usable answer: connect, read or protocol error
-        └── APITimeoutError                  the request timed out
+    ├── APIConnectionError                   no usable answer: connect, read or protocol error
+    │   └── APITimeoutError                  the request timed out
+    └── RequestBudgetError                   not sent: the shared request budget has no slot in time
 
 ``str(err)`` reads ``"<api> <METHOD> <path> -> <status> <error id>: <message> (request id …)"``. It carries
 the API's own error message and never a token, a header, a query string or a request/response body value: the
@@ -32,6 +33,7 @@ __all__ = [
     "ConflictError",
     "NotFoundError",
     "RateLimitedError",
+    "RequestBudgetError",
     "UpstreamServerError",
     "status_error_class",
 ]
@@ -191,6 +193,18 @@ class APITimeoutError(APIConnectionError):
 
     def _describe(self) -> str:
         return f"{self._where()} -> timed out: {self.message}"
+
+
+class RequestBudgetError(CloudAPIError):
+    """The request was not sent: the next slot of the shared request budget comes after the caller's deadline.
+
+    It stands for a 429 whose wait would not fit: sending anyway would only earn a real one. ``wait_s`` is how
+    long the next slot was away.
+    """
+
+    def __init__(self, api: str, message: str, *, wait_s: float) -> None:
+        self.wait_s = wait_s
+        super().__init__(api, message)
 
 
 def status_error_class(status_code: int) -> type[APIStatusError]:

@@ -19,7 +19,9 @@ Retries follow :class:`RetryPolicy`:
   creates again.
 
 Every wait goes through an injectable ``sleep`` so tests never sleep for real. An optional ``throttle`` is
-awaited before every attempt (a shared request budget). Each attempt is logged with method, path (no query),
+awaited before every attempt (a shared request budget), and an optional ``on_rate_limited`` after every 429 with
+the seconds the API asked for (or the backoff when it did not say), so the shared budget pauses every process
+that draws from it, not only the one refused. Each attempt is logged with method, path (no query),
 status, request id and attempt number; never headers, bodies or values.
 """
 
@@ -55,6 +57,7 @@ __all__ = [
     "RETRYABLE_METHODS",
     "ApiHTTP",
     "JSONObject",
+    "RateLimitHook",
     "RetryPolicy",
     "Sleep",
     "Throttle",
@@ -69,6 +72,8 @@ T = TypeVar("T")
 Sleep = Callable[[float], Awaitable[None]]
 #: Awaited before every attempt: waits until the shared request budget allows one more request.
 Throttle = Callable[[], Awaitable[None]]
+#: Awaited after every 429 with the seconds to pause: pushes the shared request budget back that far.
+RateLimitHook = Callable[[float], Awaitable[None]]
 
 #: Methods that may be sent again after an ambiguous failure (timeout, connection error, 5xx). POST and PATCH
 #: are deliberately absent; any method is sent again after a 429, which the APIs answer before processing.
@@ -207,6 +212,9 @@ class ApiHTTP:
         rand: source of jitter in [0, 1); defaults to ``random.random``.
         monotonic: the clock :func:`request_deadline` deadlines are read with; defaults to ``time.monotonic``.
         throttle: awaited before every attempt, e.g. a token bucket shared by every process using one token.
+            It may raise a :class:`~clients.errors.CloudAPIError` (the request is then not sent).
+        on_rate_limited: awaited after every 429 with the seconds the API asked to wait (``Retry-After``,
+            ``ratelimit-reset``), or the backoff when it did not say, whether or not the request is retried.
     """
 
     def __init__(
@@ -225,6 +233,7 @@ class ApiHTTP:
         rand: Callable[[], float] | None = None,
         monotonic: Callable[[], float] | None = None,
         throttle: Throttle | None = None,
+        on_rate_limited: RateLimitHook | None = None,
     ) -> None:
         if transport is not None and http_client is not None:
             raise ValueError(f"{api}: pass either transport or http_client, not both")
@@ -238,6 +247,7 @@ class ApiHTTP:
         self._rand = rand or random.random
         self._monotonic = monotonic or time.monotonic
         self._throttle = throttle
+        self._on_rate_limited = on_rate_limited
         self._owns_client = http_client is None
         if http_client is None:
             self._timeout: httpx.Timeout | None = None
@@ -339,6 +349,8 @@ class ApiHTTP:
                 retryable = status == 429 or (method in RETRYABLE_METHODS and 500 <= status <= 599 and status != 501)
 
             delay = self._next_wait(attempt, attempts, response) if retryable else None
+            if response is not None and response.status_code == 429 and self._on_rate_limited is not None:
+                await self._on_rate_limited(self._pause_after_429(response, attempt, delay))
             if delay is None:
                 if cause is None:
                     raise error
@@ -408,6 +420,13 @@ class ApiHTTP:
         if deadline is not None and self._monotonic() + delay > deadline:
             return None
         return delay
+
+    def _pause_after_429(self, response: httpx.Response, failed_attempt: int, delay: float | None) -> float:
+        """How long a 429 says nobody using this token should send: the API's hint, else our own backoff."""
+        hint = retry_delay_hint(response.headers, self._clock())
+        if hint is not None:
+            return hint
+        return delay if delay is not None else self.retry.backoff(failed_attempt, self._rand())
 
     def _status_error(self, response: httpx.Response, method: str, path: str) -> APIStatusError:
         """Build the error for a non-2xx answer from DO's ``{id, message, request_id}`` or Coolify's body."""
@@ -490,6 +509,7 @@ class APIClient:
         retry: RetryPolicy | None = None,
         sleep: Sleep | None = None,
         throttle: Throttle | None = None,
+        on_rate_limited: RateLimitHook | None = None,
     ) -> None:
         self._http = ApiHTTP(
             api=self.API,
@@ -502,6 +522,7 @@ class APIClient:
             retry=retry,
             sleep=sleep,
             throttle=throttle,
+            on_rate_limited=on_rate_limited,
         )
 
     def __repr__(self) -> str:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import logging
 import os
 import sys
@@ -113,15 +114,34 @@ def _cmd_migrate(args: argparse.Namespace) -> int:
 def _cmd_doctor(args: argparse.Namespace) -> int:
     from clients.coolify import CoolifyClient
     from clients.digitalocean import DigitalOceanClient
+    from jobs.budget import CloudBudgets, client_hooks, cloud_budgets
     from jobs.doctor import run_checks
+    from jobs.enqueue import redis_from_url
 
     settings = _settings(require_clouds=True, require_redis=False)
 
     async def run() -> bool:
-        async with (
-            DigitalOceanClient(api_url=settings.digitalocean.api_url, token=settings.digitalocean.api_key) as do,
-            CoolifyClient(api_url=settings.coolify.api_url, token=settings.coolify.api_key) as coolify,
-        ):
+        async with contextlib.AsyncExitStack() as stack:
+            # With a Redis configured, doctor's requests draw from the budgets the workers share.
+            budgets = CloudBudgets()
+            if settings.redis_url:
+                redis = redis_from_url(settings.redis_url)
+                stack.push_async_callback(redis.aclose)
+                budgets = cloud_budgets(redis, settings)
+            do = await stack.enter_async_context(
+                DigitalOceanClient(
+                    api_url=settings.digitalocean.api_url,
+                    token=settings.digitalocean.api_key,
+                    **client_hooks(budgets.digitalocean),
+                )
+            )
+            coolify = await stack.enter_async_context(
+                CoolifyClient(
+                    api_url=settings.coolify.api_url,
+                    token=settings.coolify.api_key,
+                    **client_hooks(budgets.coolify),
+                )
+            )
             checks = await run_checks(settings, do, coolify)
         for check in checks:
             print(check.line())

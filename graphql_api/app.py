@@ -37,6 +37,7 @@ from graphql_api.metrics import render_metrics
 from graphql_api.schema import schema
 from graphql_api.status_page import status_page_routes
 from graphql_api.wsguard import ConnectionRegistry
+from jobs.budget import client_hooks, cloud_budgets
 from jobs.catalog import Catalog
 from jobs.enqueue import redis_from_url
 from jobs.progress import ProgressHub
@@ -73,9 +74,14 @@ async def open_services(
         stack.push_async_callback(hub.stop)
         await hub.start()
         catalog: Catalog | None = None
+        # The catalog and Coolify reads draw from the same budgets as the workers' requests.
+        budgets = cloud_budgets(redis, settings)
         if settings.digitalocean.api_key:
             digitalocean = DigitalOceanClient(
-                api_url=settings.digitalocean.api_url, token=settings.digitalocean.api_key, transport=cloud_transport
+                api_url=settings.digitalocean.api_url,
+                token=settings.digitalocean.api_key,
+                transport=cloud_transport,
+                **client_hooks(budgets.digitalocean),
             )
             stack.push_async_callback(digitalocean.aclose)
             catalog = Catalog(digitalocean)
@@ -87,7 +93,10 @@ async def open_services(
         coolify = None
         if settings.coolify.api_url and settings.coolify.api_key:
             coolify = CoolifyClient(
-                api_url=settings.coolify.api_url, token=settings.coolify.api_key, transport=cloud_transport
+                api_url=settings.coolify.api_url,
+                token=settings.coolify.api_key,
+                transport=cloud_transport,
+                **client_hooks(budgets.coolify),
             )
             stack.push_async_callback(coolify.aclose)
         yield Services(settings=settings, redis=redis, queue=queue, hub=hub, catalog=catalog, coolify=coolify)

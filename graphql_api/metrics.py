@@ -10,6 +10,7 @@ from __future__ import annotations
 from tortoise.functions import Count
 
 from graphql_api.context import Services
+from jobs.budget import read_budget_stats
 from models.deployment import Deployment, DeploymentStatus
 from models.slot import slot_usage
 
@@ -17,8 +18,8 @@ CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 QUEUE_STATES = ("queued", "active", "incomplete")
 
 
-def _gauge(name: str, help_text: str, samples: list[tuple[dict[str, str], float]]) -> list[str]:
-    lines = [f"# HELP {name} {help_text}", f"# TYPE {name} gauge"]
+def _gauge(name: str, help_text: str, samples: list[tuple[dict[str, str], float]], kind: str = "gauge") -> list[str]:
+    lines = [f"# HELP {name} {help_text}", f"# TYPE {name} {kind}"]
     for labels, value in samples:
         label_text = ",".join(f'{key}="{val}"' for key, val in labels.items())
         lines.append(f"{name}{{{label_text}}} {value:g}" if label_text else f"{name} {value:g}")
@@ -45,5 +46,44 @@ async def render_metrics(services: Services) -> str:
             "deploymentProgress subscribers connected to this process.",
             [({}, float(services.hub.listener_count))],
         ),
+        *await _budget_counters(services),
     ]
     return "\n".join(lines) + "\n"
+
+
+async def _budget_counters(services: Services) -> list[str]:
+    """The shared request budgets' cluster-wide counters (`jobs.budget`), per cloud with a budget."""
+    settings = services.settings
+    clouds = [
+        ("digitalocean", settings.digitalocean.api_key, settings.digitalocean.requests_per_minute),
+        ("coolify", settings.coolify.api_key, settings.coolify.requests_per_minute),
+    ]
+    stats = [(api, await read_budget_stats(services.redis, api, token)) for api, token, rate in clouds if rate > 0]
+    if not stats:
+        return []
+    return [
+        *_gauge(
+            "deployer_budget_requests_total",
+            "Requests sent through the shared request budget, by cloud (all processes).",
+            [({"cloud": api}, float(s.requests)) for api, s in stats],
+            "counter",
+        ),
+        *_gauge(
+            "deployer_budget_wait_seconds_total",
+            "Seconds requests waited for a slot of the shared request budget, by cloud (all processes).",
+            [({"cloud": api}, s.wait_s) for api, s in stats],
+            "counter",
+        ),
+        *_gauge(
+            "deployer_budget_rate_limited_total",
+            "429 answers that pushed the shared request budget back, by cloud (all processes).",
+            [({"cloud": api}, float(s.rate_limited)) for api, s in stats],
+            "counter",
+        ),
+        *_gauge(
+            "deployer_budget_refused_total",
+            "Requests not sent because the budget had no slot before their deadline, by cloud (all processes).",
+            [({"cloud": api}, float(s.refused)) for api, s in stats],
+            "counter",
+        ),
+    ]

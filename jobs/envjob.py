@@ -23,6 +23,7 @@ from typing import Any
 
 from clients.coolify import CoolifyClient, EnvVar, EnvVarSpec
 from clients.errors import CloudAPIError, ConflictError, NotFoundError
+from clients.http import request_deadline
 from jobs.context import WorkerContext
 from jobs.envstash import take_values
 from models.env import EnvChange
@@ -242,17 +243,19 @@ async def apply_env_change(
         result.error = _problem(action, mode, keys, items)
         if result.error is None:
             specs = [spec_from_item(item) for item in items or []]
-            async with asyncio.timeout(WORK_BUDGET_S):
-                await _change(
-                    deps.coolify,
-                    application_uuid=application_uuid,
-                    action=action,
-                    specs=specs,
-                    keys=keys,
-                    mode=mode,
-                    builds_from_source=builds_from_source,
-                    result=result,
-                )
+            # Inside the deadline a 429 (or a wait for the shared request budget) is waited out, not a failure.
+            with request_deadline(WORK_BUDGET_S - 5.0):
+                async with asyncio.timeout(WORK_BUDGET_S):
+                    await _change(
+                        deps.coolify,
+                        application_uuid=application_uuid,
+                        action=action,
+                        specs=specs,
+                        keys=keys,
+                        mode=mode,
+                        builds_from_source=builds_from_source,
+                        result=result,
+                    )
     except TimeoutError:
         result.error = f"Coolify did not answer within {WORK_BUDGET_S:.0f} s"
     except Exception as exc:  # a bug: report it as a result, since SAQ would log the job with its arguments

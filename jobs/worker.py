@@ -17,6 +17,7 @@ from saq import Worker
 
 from clients.coolify import CoolifyClient
 from clients.digitalocean import DigitalOceanClient
+from jobs.budget import client_hooks, cloud_budgets
 from jobs.context import Deps, PipelineConfig, WorkerContext
 from jobs.deploy import deploy, destroy
 from jobs.doctor import log_checks, run_checks
@@ -70,16 +71,23 @@ def worker_settings(settings: Settings, *, transport: httpx.AsyncBaseTransport |
     async def startup(ctx: WorkerContext) -> None:
         await init_db(settings.database_url)
         await ensure_slots(settings.max_active_droplets)
+        redis = redis_from_url(settings.redis_url)
+        # Every request either client sends draws from the budget all workers and API processes share.
+        budgets = cloud_budgets(redis, settings)
         ctx["deps"] = Deps(
             digitalocean=DigitalOceanClient(
                 api_url=settings.digitalocean.api_url,
                 token=settings.digitalocean.api_key,
                 transport=transport,
+                **client_hooks(budgets.digitalocean),
             ),
             coolify=CoolifyClient(
-                api_url=settings.coolify.api_url, token=settings.coolify.api_key, transport=transport
+                api_url=settings.coolify.api_url,
+                token=settings.coolify.api_key,
+                transport=transport,
+                **client_hooks(budgets.coolify),
             ),
-            redis=redis_from_url(settings.redis_url),
+            redis=redis,
             config=PipelineConfig.from_settings(settings),
         )
         # One beat renews this worker's liveness, every lease it holds and every running job's heartbeat.

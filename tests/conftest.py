@@ -39,6 +39,12 @@ FAST_WORLD = SandboxConfig(
 )
 
 
+#: The shared request budgets of test settings: on (every request goes through the bucket in Redis) but wide
+#: (1 ms apart), since the fast polls of the tests would otherwise be spaced to the real clouds' pace.
+#: tests/jobs/test_budget.py tests the budgets themselves at real rates.
+TEST_REQUESTS_PER_MINUTE = 60_000
+
+
 #: Measurements tests report (chaos counts, takeover and recovery times), shown at the end of the run.
 SUMMARY: dict[str, list[str]] = {}
 
@@ -148,13 +154,18 @@ def make_settings(
     base = Settings(
         database_url=database_url,
         redis_url=redis_url,
-        digitalocean=DigitalOceanSettings(api_url=f"{sandbox_url}/sandbox/digitalocean", api_key="do-test-token"),
+        digitalocean=DigitalOceanSettings(
+            api_url=f"{sandbox_url}/sandbox/digitalocean",
+            api_key="do-test-token",
+            requests_per_minute=TEST_REQUESTS_PER_MINUTE,
+        ),
         coolify=CoolifySettings(
             api_url=f"{sandbox_url}/sandbox/coolify",
             api_key="1|coolify-test-token",
             project_uuid="sandbox-project",
             private_key_uuid="sandbox-private-key",
             ssh_public_key=SSH_PUBLIC_KEY,
+            requests_per_minute=TEST_REQUESTS_PER_MINUTE,
         ),
         timings=fast_timings(),
         queue_name=queue_name,

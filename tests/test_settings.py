@@ -189,3 +189,21 @@ def test_limits_and_log_format_defaults() -> None:
     assert (settings.limits.ws_per_token, settings.limits.ws_per_ip) == (100, 200)
     assert settings.limits.mutations_per_minute == 120
     assert settings.log_format == "text" and not settings.allow_anonymous and not settings.auth_enabled
+
+
+def test_request_budgets_default_to_the_clouds_limits() -> None:
+    """DigitalOcean's 250 and Coolify's 200 requests a minute unless set; 0 turns a budget off."""
+    settings = Settings.from_env(CLOUDS)
+    assert (settings.digitalocean.requests_per_minute, settings.coolify.requests_per_minute) == (250, 200)
+    off = Settings.from_env({**CLOUDS, "DO_REQUESTS_PER_MINUTE": "0", "COOLIFY_REQUESTS_PER_MINUTE": "120"})
+    assert (off.digitalocean.requests_per_minute, off.coolify.requests_per_minute) == (0, 120)
+
+
+@pytest.mark.parametrize(
+    ("name", "value"),
+    [("DO_REQUESTS_PER_MINUTE", "-1"), ("DO_REQUESTS_PER_MINUTE", "fast"), ("COOLIFY_REQUESTS_PER_MINUTE", "2.5")],
+)
+def test_request_budgets_are_validated(name: str, value: str) -> None:
+    """A budget that is not a whole number from 0 up stops the start, naming the variable."""
+    with pytest.raises(SettingsError, match=name):
+        Settings.from_env({**CLOUDS, name: value})

@@ -18,6 +18,7 @@ from clients.errors import (
     ConflictError,
     NotFoundError,
     RateLimitedError,
+    RequestBudgetError,
     UpstreamServerError,
 )
 from clients.http import DEFAULT_TIMEOUT, ApiHTTP, RetryPolicy, current_deadline, request_deadline, retry_delay_hint
@@ -777,3 +778,56 @@ async def test_throttle_awaited_before_every_attempt(make_http: Callable[..., Ap
     await client.send("GET", "/x")
     await client.aclose()
     assert drawn == [0, 1]
+
+
+async def test_a_429_is_reported_to_the_budget_with_the_wait_asked(
+    make_http: Callable[..., ApiHTTP], httpx_mock: HTTPXMock, sleep: FakeSleep
+) -> None:
+    """Every 429 awaits `on_rate_limited` with the API's wait (Retry-After, else ratelimit-reset), once per 429,
+    before the client's own wait; a success reports nothing."""
+    pauses: list[float] = []
+
+    async def on_rate_limited(seconds: float) -> None:
+        pauses.append(seconds)
+        assert sleep.calls == [7.0] * (len(pauses) - 1)  # reported before this retry's wait
+
+    client = make_http(on_rate_limited=on_rate_limited)
+    httpx_mock.add_response(url=f"{BASE}/x", status_code=429, headers={"Retry-After": "7"})
+    httpx_mock.add_response(
+        url=f"{BASE}/x", status_code=429, headers={"ratelimit-remaining": "0", "ratelimit-reset": str(int(NOW) + 7)}
+    )
+    httpx_mock.add_response(url=f"{BASE}/x", json={})
+    await client.send("GET", "/x")
+    await client.aclose()
+    assert pauses == [7.0, 7.0]
+
+
+async def test_a_429_without_a_hint_reports_the_backoff_even_when_it_is_not_retried(
+    make_http: Callable[..., ApiHTTP], httpx_mock: HTTPXMock
+) -> None:
+    """No Retry-After: the budget pauses for the client's backoff; the last attempt's 429 is reported too."""
+    pauses: list[float] = []
+
+    async def on_rate_limited(seconds: float) -> None:
+        pauses.append(seconds)
+
+    client = make_http(on_rate_limited=on_rate_limited, retry=RetryPolicy(max_attempts=2, base_delay_s=0.5, jitter=0))
+    httpx_mock.add_response(url=f"{BASE}/x", status_code=429)
+    httpx_mock.add_response(url=f"{BASE}/x", status_code=429)
+    with pytest.raises(RateLimitedError):
+        await client.send("POST", "/x")
+    await client.aclose()
+    assert pauses == [0.5, 1.0]
+
+
+async def test_a_throttle_that_refuses_sends_nothing(make_http: Callable[..., ApiHTTP], httpx_mock: HTTPXMock) -> None:
+    """A budget with no slot in time raises its error from the throttle, and no request leaves."""
+
+    async def throttle() -> None:
+        raise RequestBudgetError("digitalocean", "no slot for 40.0 s", wait_s=40.0)
+
+    client = make_http(throttle=throttle)
+    with pytest.raises(RequestBudgetError, match="no slot"):
+        await client.send("GET", "/x")
+    await client.aclose()
+    assert httpx_mock.get_requests() == []

@@ -5,13 +5,16 @@ from __future__ import annotations
 import subprocess
 import sys
 import time
+import uuid
 from pathlib import Path
 
 import httpx
 import pytest
+from redis import Redis
 
 from deployer.embedded_redis import free_port
-from tests.processes import FAST_PIPELINE, FAST_SANDBOX, Process, base_env, wait_http
+from jobs.budget import budget_key
+from tests.processes import FAST_PIPELINE, FAST_SANDBOX, SSH_PUBLIC_KEY, Process, base_env, wait_http
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 
@@ -112,3 +115,35 @@ def test_migrate_brings_an_empty_database_up_to_date(tmp_path: Path) -> None:
         assert result.returncode == 0, result.stderr
         assert "up to date" in result.stderr
     assert (tmp_path / "fresh.sqlite3").exists()
+
+
+def test_doctor_draws_from_the_shared_budgets(tmp_path: Path, redis_url: str) -> None:
+    """With REDIS_URL set, `deployer doctor`'s requests go through the budgets the workers share."""
+    port = free_port()
+    sandbox = Process("sandbox", ["sandbox", "--port", str(port)], base_env(FAST_SANDBOX), tmp_path)
+    try:
+        wait_http(f"http://127.0.0.1:{port}/sandbox/_control/state", sandbox)
+        do_token, coolify_token = f"do-{uuid.uuid4().hex}", f"1|{uuid.uuid4().hex}"
+        result = run_cli(
+            "doctor",
+            env={
+                "REDIS_URL": redis_url,
+                "DO_API_URL": f"http://127.0.0.1:{port}/sandbox/digitalocean",
+                "DO_API_KEY": do_token,
+                "COOLIFY_API_URL": f"http://127.0.0.1:{port}/sandbox/coolify",
+                "COOLIFY_API_KEY": coolify_token,
+                "COOLIFY_PROJECT_UUID": "sandbox-project",
+                "COOLIFY_SSH_PUBLIC_KEY": SSH_PUBLIC_KEY,
+                "DO_REQUESTS_PER_MINUTE": "6000",
+                "COOLIFY_REQUESTS_PER_MINUTE": "6000",
+            },
+        )
+    finally:
+        sandbox.stop()
+    assert result.returncode == 0, result.stdout + result.stderr
+    redis = Redis.from_url(redis_url)
+    try:
+        for api, token in (("digitalocean", do_token), ("coolify", coolify_token)):
+            assert int(redis.hget(budget_key(api, token) + ":stats", "requests") or 0) > 0, api
+    finally:
+        redis.close()

@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Callable
+from dataclasses import replace
 
 import httpx
 from starlette.applications import Starlette
 
+from sandbox.state import World
+from settings import Settings
 from tests.graphql_api.conftest import ADMIN_TOKEN, READ_TOKEN, TOKENS, GraphQLClient, running
 
 
@@ -38,3 +42,23 @@ async def test_metrics_need_the_admin_scope_when_auth_is_on(make_app: Callable[.
         admin = await http.get("/metrics", headers={"Authorization": f"Bearer {ADMIN_TOKEN}"})
         assert admin.status_code == 200
         assert READ_TOKEN not in admin.text and ADMIN_TOKEN not in admin.text
+
+
+async def test_the_api_draws_from_the_shared_budgets_and_reports_them(
+    make_app: Callable[..., Starlette], settings: Settings, api_world: World
+) -> None:
+    """The API's DigitalOcean catalog reads go through the shared budget; /metrics counts them per cloud."""
+    token = f"do-{uuid.uuid4().hex}"  # a bucket of this test's own
+    app = make_app(digitalocean=replace(settings.digitalocean, api_key=token, requests_per_minute=6000))
+    async with running(app), httpx.AsyncClient(transport=httpx.ASGITransport(app), base_url="http://localhost") as http:
+        gql = GraphQLClient(http)
+        await gql("mutation { deploy { id } }")  # checks region, size and image against the catalog
+        sent = len([r for r in api_world.requests if r.api == "digitalocean"])
+        text = (await http.get("/metrics")).text
+    assert sent > 0
+    lines = text.splitlines()
+    assert f'deployer_budget_requests_total{{cloud="digitalocean"}} {sent}' in lines
+    assert 'deployer_budget_rate_limited_total{cloud="digitalocean"} 0' in lines
+    assert "# TYPE deployer_budget_wait_seconds_total counter" in lines
+    assert any(line.startswith('deployer_budget_requests_total{cloud="coolify"}') for line in lines)
+    assert token not in text
