@@ -164,6 +164,10 @@ class SharedList(Generic[T]):
         token = secrets.token_hex(8)
         if await self._redis.set(self._lock_key, token, nx=True, px=max(1, int(self._lock_s * 1000))):
             try:
+                # Another process may have stored a fresh snapshot between our read and our lock.
+                snap = await self._read()
+                if snap is not None and snap.fetched_at >= not_before:
+                    return snap
                 return await self._fetch_and_store()
             finally:
                 await self._redis.eval(_RELEASE, 1, self._lock_key, token)
