@@ -6,11 +6,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import itertools
+import re
 import time
 import uuid
 from collections.abc import AsyncIterator
 from dataclasses import replace
+from pathlib import Path
 
+import httpx
 import pytest
 from redis.asyncio import Redis
 
@@ -24,6 +27,7 @@ from sandbox.state import World
 from settings import Settings
 from tests.conftest import FAST_WORLD
 from tests.jobs.conftest import deps_for, run
+from tests.processes import Stack
 
 LIST = r"/v2/droplets$"
 ONE = r"/v2/droplets/\d+$"
@@ -260,3 +264,61 @@ async def test_a_cancelled_caller_does_not_cancel_the_shared_fetch(redis: Redis,
     (first if cancelled_first else second).cancel()
     survivor = second if cancelled_first else first
     assert await survivor == 1
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(120)
+async def test_two_worker_processes_share_the_droplet_list(
+    tmp_path: Path, redis_url: str, database_url: str, queue_name: str
+) -> None:
+    """Twelve deployments in two `deployer worker` processes (six each) wait 3 s for their droplets, polling every
+    0.1 s: the tag list is fetched about once per interval for all of them, and droplets are read by id only
+    while the list has not caught up with their create (the old path read each one about 30 times)."""
+    count, interval = 12, 0.1
+    stack = Stack(
+        tmp_path,
+        redis_url=redis_url,
+        database_url=database_url,
+        queue=queue_name,
+        env={"MAX_ACTIVE_DROPLETS": str(count), "WORKER_CONCURRENCY": "6", "DROPLET_POLL_INTERVAL_S": str(interval)},
+    )
+    try:
+        stack.start_sandbox(
+            SANDBOX_DROPLET_BOOT_S="3",
+            SANDBOX_DO_RATE_LIMIT_PER_MINUTE="0",
+            SANDBOX_COOLIFY_RATE_LIMIT_PER_MINUTE="0",
+        )
+        stack.start_api()
+        workers = [stack.start_worker("worker-1"), stack.start_worker("worker-2")]
+        async with httpx.AsyncClient(base_url=stack.api_url, timeout=10) as api:
+            started = time.monotonic()
+            ids = []
+            for _ in range(count):
+                response = await api.post("/graphql", json={"query": "mutation { deploy { id } }"})
+                ids.append(response.json()["data"]["deploy"]["id"])
+            query = "query($id: ID!) { deployment(id: $id) { status error } }"
+            while True:
+                rows = [
+                    (await api.post("/graphql", json={"query": query, "variables": {"id": i}})).json()["data"][
+                        "deployment"
+                    ]
+                    for i in ids
+                ]
+                if all(r["status"] in ("COMPLETED", "FAILED") for r in rows):
+                    break
+                assert time.monotonic() - started < 90, rows
+                await asyncio.sleep(0.5)
+            elapsed = time.monotonic() - started
+        assert [r["status"] for r in rows] == ["COMPLETED"] * count, rows
+        async with httpx.AsyncClient(base_url=stack.sandbox_url, timeout=10) as sandbox:
+            log = (await sandbox.get("/sandbox/_control/requests", params={"method": "GET"})).json()
+        for worker in workers:
+            assert "Waiting for the droplet to boot" in worker.output(), stack.logs()
+    finally:
+        stack.stop()
+    by_id = [r for r in log if re.search(r"/v2/droplets/\d+$", r["path"])]
+    lists = [r for r in log if r["path"].endswith("/v2/droplets")]
+    # One tag lookup per deployment before its create, then the shared list: at most one fetch per interval.
+    assert len(lists) <= count + elapsed / interval + 1, (len(lists), elapsed)
+    assert len(by_id) <= 3 * count, len(by_id)
+    assert len(by_id) + len(lists) < count * 3.0 / interval / 3
