@@ -21,6 +21,7 @@ status), never anything secret.
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import json
 import logging
 import secrets
@@ -36,7 +37,7 @@ from clients.coolify import CoolifyClient
 from clients.digitalocean import DigitalOceanClient
 from clients.errors import CloudAPIError
 
-__all__ = ["BuildView", "DropletView", "PollLists", "ServerView", "SharedList", "Snapshot"]
+__all__ = ["BuildView", "DropletView", "PollLists", "ServerView", "SharedList", "Snapshot", "polls_prefix"]
 
 logger = logging.getLogger("deployer.polls")
 
@@ -95,6 +96,14 @@ class BuildView:
 
 
 Fetch = Callable[[], Awaitable[dict[str, dict[str, Any]]]]
+
+
+def polls_prefix(queue: str, *accounts: str) -> str:
+    """The Redis key prefix of one installation's lists: its queue and a digest of the cloud accounts it lists
+    (API URLs and tokens), so that installations sharing a Redis server never read each other's snapshots.
+    Only the digest reaches Redis, never a token."""
+    digest = hashlib.sha256("\n".join(("deployer-polls", *accounts)).encode()).hexdigest()[:16]
+    return f"deployer:polls:{queue}:{digest}"
 
 
 class SharedList(Generic[T]):

@@ -25,7 +25,7 @@ from jobs.enqueue import redis_from_url
 from jobs.envjob import apply_env_change
 from jobs.keeper import Keeper
 from jobs.logcontext import bind_job, unbind_job
-from jobs.polls import PollLists
+from jobs.polls import PollLists, polls_prefix
 from jobs.queue import DeployerQueue
 from jobs.reaper import run_reaper, stop_reaper
 from jobs.steps import OWNER_TAG
@@ -95,7 +95,17 @@ def worker_settings(settings: Settings, *, transport: httpx.AsyncBaseTransport |
             config=PipelineConfig.from_settings(settings),
             # Every worker of this queue shares one list call per interval for each kind of wait.
             polls=PollLists(
-                redis, digitalocean, coolify, prefix=f"deployer:polls:{settings.queue_name}", droplet_tag=OWNER_TAG
+                redis,
+                digitalocean,
+                coolify,
+                prefix=polls_prefix(
+                    settings.queue_name,
+                    settings.digitalocean.api_url,
+                    settings.digitalocean.api_key,
+                    settings.coolify.api_url,
+                    settings.coolify.api_key,
+                ),
+                droplet_tag=OWNER_TAG,
             ),
         )
         # One beat renews this worker's liveness, every lease it holds and every running job's heartbeat.

@@ -18,7 +18,7 @@ import pytest
 from redis.asyncio import Redis
 
 from jobs.context import Deps
-from jobs.polls import PollLists, SharedList
+from jobs.polls import PollLists, SharedList, polls_prefix
 from jobs.run import Run
 from jobs.steps import OWNER_TAG, wait_droplet
 from models.deployment import Deployment, DeploymentStatus
@@ -322,3 +322,12 @@ async def test_two_worker_processes_share_the_droplet_list(
     assert len(lists) <= count + elapsed / interval + 1, (len(lists), elapsed)
     assert len(by_id) <= 3 * count, len(by_id)
     assert len(by_id) + len(lists) < count * 3.0 / interval / 3
+
+
+def test_installations_sharing_a_redis_never_share_snapshots() -> None:
+    """The key prefix differs by queue and by cloud account, and holds no token."""
+    one = polls_prefix("deployer", "https://api.digitalocean.com", "do-token-1", "https://c.example", "1|c")
+    assert one == polls_prefix("deployer", "https://api.digitalocean.com", "do-token-1", "https://c.example", "1|c")
+    assert one != polls_prefix("deployer", "https://api.digitalocean.com", "do-token-2", "https://c.example", "1|c")
+    assert one != polls_prefix("other", "https://api.digitalocean.com", "do-token-1", "https://c.example", "1|c")
+    assert "do-token-1" not in one and one.startswith("deployer:polls:deployer:")
