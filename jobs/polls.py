@@ -162,6 +162,11 @@ class SharedList(Generic[T]):
         except RedisError as exc:
             logger.warning("shared list %s: Redis failed (%s); polling items one by one", self.key, exc)
             return None
+        except Exception:
+            # The list is an optimisation: whatever goes wrong with it, every deployment can still read its own
+            # item, so no deployment fails because of it.
+            logger.exception("shared list %s failed; polling items one by one", self.key)
+            return None
         if snap is not None:
             self._local = snap
         return snap

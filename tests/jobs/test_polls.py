@@ -331,3 +331,21 @@ def test_installations_sharing_a_redis_never_share_snapshots() -> None:
     assert one != polls_prefix("deployer", "https://api.digitalocean.com", "do-token-2", "https://c.example", "1|c")
     assert one != polls_prefix("other", "https://api.digitalocean.com", "do-token-1", "https://c.example", "1|c")
     assert "do-token-1" not in one and one.startswith("deployer:polls:deployer:")
+
+
+async def test_a_list_that_breaks_only_sends_callers_to_their_own_reads(redis: Redis) -> None:
+    """A fetch that raises anything at all answers None (each caller reads its item itself), and the next
+    ask fetches again."""
+    calls = 0
+
+    async def fetch() -> dict[str, dict[str, object]]:
+        nonlocal calls
+        calls += 1
+        if calls == 1:
+            raise RuntimeError("unexpected shape")
+        return {"a": {"n": calls}}
+
+    shared = SharedList(redis, f"test-polls:{uuid.uuid4().hex}", fetch, lambda d: d["n"])
+    assert await asyncio.gather(*(shared.item("a", 10.0) for _ in range(5))) == [None] * 5
+    assert await shared.item("a", 10.0) == 2
+    assert calls == 2
