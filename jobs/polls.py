@@ -13,6 +13,8 @@ processes, the snapshot lives in Redis with the wall-clock time its fetch starte
 fresher one takes a short ``SET NX PX`` lock and fetches, and the others wait for its snapshot. A caller gets
 ``None`` when the list call failed, when no fresh snapshot appeared in time, or when the item is not listed (a
 droplet the list does not show yet, a build that has finished): it then reads that one item itself, as before.
+The droplet list holds the droplets of every live app too; a process whose waiting deployments are fewer than its
+pages does not fetch it (see `SharedList`'s `cost`).
 
 Snapshots hold only what the waits decide on (a droplet's status and address, a server's flags, a build's
 status), never anything secret.
@@ -24,6 +26,7 @@ import asyncio
 import hashlib
 import json
 import logging
+import math
 import secrets
 import time
 from collections.abc import Awaitable, Callable, Mapping
@@ -34,6 +37,7 @@ from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
 from clients.coolify import CoolifyClient
+from clients.digitalocean import PER_PAGE as DROPLETS_PER_PAGE
 from clients.digitalocean import DigitalOceanClient
 from clients.errors import CloudAPIError
 
@@ -113,6 +117,10 @@ class SharedList(Generic[T]):
         key: the Redis key of the snapshot; the lock is ``key + ":lock"``.
         fetch: the list call, returning each item as a small JSON-safe dict keyed by its id.
         build: turns one such dict back into a typed view.
+        cost: how many requests a fetch of that many items takes (pages). When a fetch would cost more than
+            the items this process asked for within `max_age`, the process does not fetch and its callers read
+            their items themselves: a tag list that holds every live app's droplet can be many pages long
+            while only a few deployments wait. A fresh snapshot another process fetched is always used.
         clock: wall-clock seconds (snapshots cross processes and machines, so not `time.monotonic`).
     """
 
@@ -124,10 +132,16 @@ class SharedList(Generic[T]):
         build: Callable[[dict[str, Any]], T],
         *,
         lock_s: float = LOCK_S,
+        cost: Callable[[int], int] = lambda items: 1,
         clock: Callable[[], float] = time.time,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
     ) -> None:
         self._redis = redis
+        self._cost = cost
+        #: Requests the last fetch (or snapshot read) says a fetch takes; one until a snapshot is seen.
+        self._fetch_cost = 1
+        #: When this process last asked for each item: how many reads a fetch would replace.
+        self._asked: dict[str, float] = {}
         self.key = key
         self._lock_key = f"{key}:lock"
         self._fetch = fetch
@@ -153,6 +167,7 @@ class SharedList(Generic[T]):
 
     async def item(self, item_id: str, max_age: float) -> T | None:
         """The item as a fresh snapshot lists it; None when it is not listed or there is no fresh snapshot."""
+        self._asked[item_id] = self._clock()
         snap = await self.snapshot(max_age)
         return None if snap is None else snap.items.get(item_id)
 
@@ -169,12 +184,23 @@ class SharedList(Generic[T]):
             return None
         if snap is not None:
             self._local = snap
+            self._fetch_cost = max(1, self._cost(len(snap.items)))
         return snap
+
+    def _demand(self, max_age: float) -> int:
+        """Items this process asked for within `max_age`: the reads one fetch would stand in for."""
+        since = self._clock() - max_age
+        self._asked = {item: at for item, at in self._asked.items() if at >= since}
+        return len(self._asked)
 
     async def _shared(self, not_before: float, max_age: float) -> Snapshot[T] | None:
         snap = await self._read()
         if snap is not None and snap.fetched_at >= not_before:
             return snap
+        if snap is not None:
+            self._fetch_cost = max(1, self._cost(len(snap.items)))
+        if self._fetch_cost > max(1, self._demand(max_age)):
+            return None  # fewer reads than the list's pages: the callers read their items themselves
         token = secrets.token_hex(8)
         if await self._redis.set(self._lock_key, token, nx=True, px=max(1, int(self._lock_s * 1000))):
             try:
@@ -264,11 +290,17 @@ class PollLists:
         async def builds() -> dict[str, dict[str, Any]]:
             return {d.uuid: {"status": d.status} for d in await coolify.list_active_deployments()}
 
-        def shared(name: str, fetch: Fetch, build: Callable[[dict[str, Any]], T]) -> SharedList[T]:
-            return SharedList(redis, f"{prefix}:{name}", fetch, build, lock_s=lock_s, clock=clock)
+        def shared(
+            name: str, fetch: Fetch, build: Callable[[dict[str, Any]], T], cost: Callable[[int], int] = lambda n: 1
+        ) -> SharedList[T]:
+            return SharedList(redis, f"{prefix}:{name}", fetch, build, lock_s=lock_s, cost=cost, clock=clock)
 
         self.droplets: SharedList[DropletView] = shared(
-            "droplets", droplets, lambda d: DropletView(str(d["status"]), d.get("public_ipv4"))
+            "droplets",
+            droplets,
+            lambda d: DropletView(str(d["status"]), d.get("public_ipv4")),
+            # Every droplet carrying the tag, live apps' included, in pages of 200.
+            cost=lambda n: math.ceil(n / DROPLETS_PER_PAGE),
         )
         self.servers: SharedList[ServerView] = shared(
             "servers",

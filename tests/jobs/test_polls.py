@@ -36,9 +36,8 @@ INTERVAL = 0.05
 
 def unlimited(**changes: float) -> World:
     """A fast sandbox world without rate limits (these tests count calls, not 429s) and room for many droplets."""
-    return World(
-        replace(FAST_WORLD, do_rate_limit_per_minute=0, coolify_rate_limit_per_minute=0, droplet_limit=400, **changes)
-    )
+    values: dict[str, float] = {"do_rate_limit_per_minute": 0, "coolify_rate_limit_per_minute": 0, "droplet_limit": 400}
+    return World(replace(FAST_WORLD, **{**values, **changes}))  # type: ignore[arg-type]
 
 
 @contextlib.asynccontextmanager
@@ -349,3 +348,20 @@ async def test_a_list_that_breaks_only_sends_callers_to_their_own_reads(redis: R
     assert await asyncio.gather(*(shared.item("a", 10.0) for _ in range(5))) == [None] * 5
     assert await shared.item("a", 10.0) == 2
     assert calls == 2
+
+
+async def test_a_long_tag_list_is_not_fetched_for_a_few_waiting_deployments(
+    redis: Redis, settings: Settings, db: str
+) -> None:
+    """450 tagged droplets (three pages, live apps' included) and two deployments waiting: after the first fetch
+    shows the list's length, they read their own droplets (two reads a poll instead of three pages)."""
+    world = unlimited(droplet_boot_s=0.6, droplet_limit=1000)
+    async with processes(world, redis, settings, 1) as (worker,):
+        await waiting_droplets(worker, 448)
+        rows = await waiting_droplets(worker, 2)
+        world.advance(0.1)  # listed, still booting
+        before = len(world.requests)
+        await wait_all([worker], rows)
+    calls = world.requests[before:]
+    assert len([c for c in calls if c.path.endswith("/v2/droplets")]) == 3  # the one fetch: three pages
+    assert len([c for c in calls if "/v2/droplets/" in c.path]) >= 2 * 5
