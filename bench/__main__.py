@@ -25,6 +25,7 @@ from bench.run_one import MARKER
 MODULES: list[str] = [
     "bench.graphql_overhead",
     "bench.budget",
+    "bench.polls",
 ]
 
 

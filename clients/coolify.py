@@ -721,6 +721,21 @@ class CoolifyClient(APIClient):
             for d in self._list(items, "GET", path)
         ]
 
+    async def list_active_deployments(self) -> list[CoolifyDeployment]:
+        """``GET /deployments``: only the ``queued`` and ``in_progress`` deployments on the team's servers.
+
+        A finished build is no longer listed: read it with :meth:`get_deployment`. Coolify serializes a
+        collection it re-sorted (``sortBy('id')`` keeps the keys), which PHP turns into a JSON object keyed by
+        position when the keys come out of order; both that and the usual array are read.
+        """
+        path = "/deployments"
+        body = await self._http.send_json("GET", path)
+        items = list(body.values()) if isinstance(body, dict) else body
+        return [
+            self._http.parse(CoolifyDeployment.from_api, d, "deployment", "GET", path)
+            for d in self._list(items, "GET", path)
+        ]
+
     async def get_deployment(self, deployment_uuid: str) -> CoolifyDeployment:
         """``GET /deployments/{uuid}``: poll until ``terminal``, with your own deadline."""
         path = f"/deployments/{path_segment(deployment_uuid)}"

@@ -11,6 +11,7 @@ from saq.types import Context
 from clients.coolify import CoolifyClient
 from clients.digitalocean import DigitalOceanClient
 from jobs.keeper import Keeper
+from jobs.polls import PollLists
 from settings import Settings, Timings
 
 
@@ -67,6 +68,8 @@ class Deps:
     coolify: CoolifyClient
     redis: Redis
     config: PipelineConfig
+    #: The lists waiting deployments share (one call per interval for all); None polls every item by itself.
+    polls: PollLists | None = None
 
 
 class WorkerContext(Context, total=False):

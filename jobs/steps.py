@@ -108,18 +108,27 @@ async def wait_droplet(run: Run) -> None:
         return
     await run.event("Waiting for the droplet to boot", stage=DeploymentStage.WAIT_DROPLET)
 
-    async def check(attempt: int) -> tuple[str | None, str]:
-        try:
-            droplet = await run.deps.digitalocean.get_droplet(droplet_id)
-        except NotFoundError:
-            return None, "droplet not visible yet (404)"
-        if droplet.status == "active" and droplet.public_ipv4:
-            return droplet.public_ipv4, "active"
-        if droplet.status == "active":
-            return None, "status active, no public IPv4 yet"
-        return None, f"status {droplet.status}"
-
     timings = run.deps.config.timings
+    polls = run.deps.polls
+
+    async def check(attempt: int) -> tuple[str | None, str]:
+        # The shared tag list answers for every waiting deployment at once; a droplet it does not show yet (a
+        # list lags a create) or a list call that failed is read by id.
+        listed = None if polls is None else await polls.droplet(droplet_id, timings.droplet_poll_interval_s)
+        if listed is not None:
+            status, ip = listed.status, listed.public_ipv4
+        else:
+            try:
+                droplet = await run.deps.digitalocean.get_droplet(droplet_id)
+            except NotFoundError:
+                return None, "droplet not visible yet (404)"
+            status, ip = droplet.status, droplet.public_ipv4
+        if status == "active" and ip:
+            return ip, "active"
+        if status == "active":
+            return None, "status active, no public IPv4 yet"
+        return None, f"status {status}"
+
     ip = await run.poll(
         "the droplet to be active with a public IPv4",
         check,
@@ -295,7 +304,14 @@ async def wait_build(run: Run) -> None:
     timings = run.deps.config.timings
     await run.event("Waiting for the build", stage=DeploymentStage.WAIT_BUILD)
 
+    polls = run.deps.polls
+
     async def check(attempt: int) -> tuple[str | None, str]:
+        # While Coolify's shared list of running deployments shows the build, it is still queued or running;
+        # once it is not listed (or the list failed), one read by uuid says how it ended.
+        listed = None if polls is None else await polls.build(deployment_uuid, timings.build_poll_interval_s)
+        if listed is not None:
+            return None, f"build {listed.status}"
         build = await run.deps.coolify.get_deployment(deployment_uuid)
         if build.status == "finished":
             return build.status, "finished"

@@ -19,6 +19,12 @@ What the real Coolify does (v4.3, `app/Jobs/ValidateAndInstallServerJob.php`, `a
 
 :func:`validate_until_usable` drives that: it waits out a running validation, asks once, waits for the verdict,
 asks again with backoff while the host is merely unreachable, and fails at once on a refused key.
+
+`GET /servers` (shared by every waiting deployment, :mod:`jobs.polls`) has the flags but neither `is_validating`
+nor the logs (`ServersController::servers` selects only id, name, uuid, ip, user, port, description and loads
+the settings), so every decision still comes from `GET /servers/{uuid}`. The list only spares reads during the
+long part: while our last read showed Coolify installing Docker, a poll whose list entry shows the same flags
+skips the read (see :class:`_ServerReader`).
 """
 
 from __future__ import annotations
@@ -33,6 +39,8 @@ from jobs.run import Run
 MAX_BACKOFF_POLLS = 6
 #: Polls to wait for a requested validation to show any sign of life before judging by what is there.
 PICKUP_POLLS = 6
+#: While Coolify installs Docker and the shared list shows no change, read the server itself every this many polls.
+INSTALL_READ_EVERY = 6
 _LOG_CHARS = 300
 
 
@@ -131,14 +139,51 @@ def _judge(logs: str | None, key_hint: str) -> str:
     return _summary(logs) if logs else "not reachable yet"
 
 
+class _ServerReader:
+    """Reads the server during one wait, letting the shared `GET /servers` stand in while Docker installs.
+
+    Installing Docker (`is_validating`, reachable, not yet usable) takes minutes on a real host. While the last
+    read showed that and the shared list still shows the same flags, :meth:`read` skips the request, up to
+    `INSTALL_READ_EVERY - 1` polls in a row: an install can also fail without changing the flags (an OS or a
+    Docker version Coolify refuses), which only the server's own `is_validating` and logs show. Any change in the
+    list, a missing entry or a failed list call means a read.
+    """
+
+    def __init__(self, run: Run, server_uuid: str) -> None:
+        self._run = run
+        self._uuid = server_uuid
+        self.last: Server | None = None
+        self._skipped = 0
+
+    async def read(self) -> Server | None:
+        """The server read now, or None when the shared list shows the install still going unchanged."""
+        polls, last = self._run.deps.polls, self.last
+        installing = last is not None and last.is_validating and last.is_reachable and not last.usable
+        if polls is not None and last is not None and installing and self._skipped < INSTALL_READ_EVERY - 1:
+            interval = self._run.deps.config.timings.server_poll_interval_s
+            listed = await polls.server(self._uuid, interval)
+            if listed is not None and (listed.is_reachable, listed.is_usable, listed.force_disabled) == (
+                last.is_reachable,
+                last.is_usable,
+                last.force_disabled,
+            ):
+                self._skipped += 1
+                return None
+        self._skipped = 0
+        self.last = await self._run.deps.coolify.get_server(self._uuid)
+        return self.last
+
+
 async def _wait_while_validating(run: Run, server_uuid: str, deadline: float) -> Server:
     """Poll until `is_validating` is false; returns the server as last read."""
     timings = run.deps.config.timings
-    seen: Server | None = None
+    reader = _ServerReader(run, server_uuid)
 
     async def check(attempt: int) -> tuple[Server | None, str]:
-        nonlocal seen
-        seen = await run.deps.coolify.get_server(server_uuid)
+        seen = await reader.read()
+        if seen is None:
+            assert reader.last is not None
+            return None, f"Coolify is validating ({_flags(reader.last)})"
         if not seen.is_validating:
             return seen, "done"
         return None, f"Coolify is validating ({_flags(seen)})"
@@ -160,10 +205,14 @@ async def _await_verdict(run: Run, server_uuid: str, deadline: float, logs_befor
     """
     timings = run.deps.config.timings
     started = False
+    reader = _ServerReader(run, server_uuid)
 
     async def check(attempt: int) -> tuple[_Verdict | None, str]:
         nonlocal started
-        server = await run.deps.coolify.get_server(server_uuid)
+        server = await reader.read()
+        if server is None:  # the install goes on, as the shared list shows
+            assert reader.last is not None
+            return None, f"Coolify is validating: installing Docker ({_flags(reader.last)})"
         if server.is_validating:
             started = True
             stage = "installing Docker" if server.is_reachable else "connecting over SSH"

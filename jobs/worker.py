@@ -25,8 +25,10 @@ from jobs.enqueue import redis_from_url
 from jobs.envjob import apply_env_change
 from jobs.keeper import Keeper
 from jobs.logcontext import bind_job, unbind_job
+from jobs.polls import PollLists, polls_prefix
 from jobs.queue import DeployerQueue
 from jobs.reaper import run_reaper, stop_reaper
+from jobs.steps import OWNER_TAG
 from models.db import close_db, init_db
 from models.slot import ensure_slots
 from settings import Settings
@@ -74,21 +76,37 @@ def worker_settings(settings: Settings, *, transport: httpx.AsyncBaseTransport |
         redis = redis_from_url(settings.redis_url)
         # Every request either client sends draws from the budget all workers and API processes share.
         budgets = cloud_budgets(redis, settings)
+        digitalocean = DigitalOceanClient(
+            api_url=settings.digitalocean.api_url,
+            token=settings.digitalocean.api_key,
+            transport=transport,
+            **client_hooks(budgets.digitalocean),
+        )
+        coolify = CoolifyClient(
+            api_url=settings.coolify.api_url,
+            token=settings.coolify.api_key,
+            transport=transport,
+            **client_hooks(budgets.coolify),
+        )
         ctx["deps"] = Deps(
-            digitalocean=DigitalOceanClient(
-                api_url=settings.digitalocean.api_url,
-                token=settings.digitalocean.api_key,
-                transport=transport,
-                **client_hooks(budgets.digitalocean),
-            ),
-            coolify=CoolifyClient(
-                api_url=settings.coolify.api_url,
-                token=settings.coolify.api_key,
-                transport=transport,
-                **client_hooks(budgets.coolify),
-            ),
+            digitalocean=digitalocean,
+            coolify=coolify,
             redis=redis,
             config=PipelineConfig.from_settings(settings),
+            # Every worker of this queue shares one list call per interval for each kind of wait.
+            polls=PollLists(
+                redis,
+                digitalocean,
+                coolify,
+                prefix=polls_prefix(
+                    settings.queue_name,
+                    settings.digitalocean.api_url,
+                    settings.digitalocean.api_key,
+                    settings.coolify.api_url,
+                    settings.coolify.api_key,
+                ),
+                droplet_tag=OWNER_TAG,
+            ),
         )
         # One beat renews this worker's liveness, every lease it holds and every running job's heartbeat.
         keeper = Keeper(

@@ -196,6 +196,21 @@ async def test_list_servers_reads_top_level_flags(coolify: CoolifyClient, httpx_
     assert server.usable
 
 
+@pytest.mark.parametrize("shape", ["array", "object"])
+async def test_list_active_deployments_reads_both_shapes(
+    coolify: CoolifyClient, httpx_mock: HTTPXMock, shape: str
+) -> None:
+    """GET /deployments is an array, or an object keyed by position when Coolify's sortBy reorders its keys."""
+    entries = [
+        {"deployment_uuid": "d2", "status": "in_progress", "application_name": "two"},
+        {"deployment_uuid": "d1", "status": "queued", "application_name": "one"},
+    ]
+    body: Any = entries if shape == "array" else {"1": entries[0], "0": entries[1]}
+    httpx_mock.add_response(method="GET", url=f"{V1}/deployments", json=body)
+    listed = await coolify.list_active_deployments()
+    assert sorted((d.uuid, d.status) for d in listed) == [("d1", "queued"), ("d2", "in_progress")]
+
+
 async def test_get_server_reads_settings(coolify: CoolifyClient, httpx_mock: HTTPXMock) -> None:
     """The single-server shape keeps the flags in settings, plus validation_logs and is_validating."""
     httpx_mock.add_response(

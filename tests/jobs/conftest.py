@@ -18,6 +18,8 @@ from clients.http import RetryPolicy
 from jobs.context import Deps, PipelineConfig, WorkerContext
 from jobs.deploy import deploy
 from jobs.envstash import stash_values
+from jobs.polls import PollLists
+from jobs.steps import OWNER_TAG
 from models.deployment import Deployment
 from models.slot import reserve_slot
 from sandbox.app import create_app as create_sandbox
@@ -48,7 +50,8 @@ async def deps_for(world: World, redis: Redis, settings: Settings) -> AsyncItera
     )
     coolify = CoolifyClient(api_url=settings.coolify.api_url, token="1|coolify-token", transport=transport, retry=retry)
     try:
-        yield Deps(digitalocean=digitalocean, coolify=coolify, redis=redis, config=config)
+        polls = PollLists(redis, digitalocean, coolify, prefix=f"test-polls:{uuid.uuid4().hex}", droplet_tag=OWNER_TAG)
+        yield Deps(digitalocean=digitalocean, coolify=coolify, redis=redis, config=config, polls=polls)
     finally:
         await digitalocean.aclose()
         await coolify.aclose()
