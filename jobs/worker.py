@@ -2,6 +2,11 @@
 
 `worker_settings(settings)` returns the keyword arguments of `saq.Worker`; `run_worker(settings)` runs one
 until cancelled. Several workers on several machines may share one Redis and one database.
+
+A worker runs up to `WORKER_CONCURRENCY` jobs (1,000 by default) on at most `WORKER_REDIS_CONNECTIONS` Redis
+connections (32): the queue and the jobs share one bounded pool, and only one task at a time waits in the
+blocking dequeue (`jobs.queue`). A job holds a connection only for the length of a command, so running jobs
+cost no connections while they wait between polls.
 """
 
 from __future__ import annotations
@@ -13,6 +18,7 @@ import os
 from typing import Any
 
 import httpx
+from redis.asyncio import Redis
 from saq import Worker
 
 from clients.coolify import CoolifyClient
@@ -21,10 +27,11 @@ from jobs.budget import client_hooks, cloud_budgets
 from jobs.context import Deps, PipelineConfig, WorkerContext
 from jobs.deploy import deploy, destroy
 from jobs.doctor import log_checks, run_checks
-from jobs.enqueue import redis_from_url
+from jobs.enqueue import bounded_redis_pool
 from jobs.envjob import apply_env_change
 from jobs.keeper import Keeper
 from jobs.logcontext import bind_job, unbind_job
+from jobs.looplag import LoopLagMonitor
 from jobs.polls import PollLists, polls_prefix
 from jobs.queue import DeployerQueue
 from jobs.reaper import run_reaper, stop_reaper
@@ -34,8 +41,6 @@ from models.slot import ensure_slots
 from settings import Settings
 
 logger = logging.getLogger("deployer.worker")
-#: Redis connections beyond one per concurrency slot (sweep, schedule, stats, heartbeats, aborts).
-UPKEEP_CONNECTIONS = 32
 #: On SIGTERM, running jobs get this long before they are cancelled. A cancelled deploy job releases its
 #: lease and goes back on the queue, and another worker resumes it from the database, so there is no reason
 #: to hold a shutdown for a build that may take many minutes. (SAQ's upkeep loops also wait this long.)
@@ -56,24 +61,34 @@ async def untrack_job(ctx: WorkerContext) -> None:
         keeper.untrack(job.id)
 
 
+def worker_client_name(settings: Settings) -> str:
+    """The name a worker's Redis connections carry (`CLIENT LIST`): `deployer-worker:<queue>:<pid>`."""
+    return f"deployer-worker:{settings.queue_name}:{os.getpid()}"
+
+
 def worker_settings(settings: Settings, *, transport: httpx.AsyncBaseTransport | None = None) -> dict[str, Any]:
     """Keyword arguments for `saq.Worker`, built from settings.
 
     Args:
         transport: an httpx transport for both cloud clients (tests pass the sandbox's ASGI transport).
     """
-    # Every concurrency slot holds a connection in a blocking dequeue; upkeep, heartbeats and progress need
-    # more. redis-py's default pool (100) would run dry at the default concurrency.
-    # The queue's sweep never touches a job whose worker (its keeper) is alive or whose lease is held.
-    queue = DeployerQueue(
-        redis_from_url(settings.redis_url, max_connections=settings.worker_concurrency + UPKEEP_CONNECTIONS),
-        name=settings.queue_name,
+    # One pool for the queue (one blocking dequeue, SAQ's upkeep, job updates) and the jobs (leases, keeper,
+    # progress, env stash): the process never opens more than WORKER_REDIS_CONNECTIONS, and a command that
+    # finds them all busy waits its turn. The queue's sweep never touches a job whose worker (its keeper) is
+    # alive or whose lease is held.
+    pool = bounded_redis_pool(
+        settings.redis_url, settings.worker_redis_connections, client_name=worker_client_name(settings)
     )
+    queue = DeployerQueue(Redis(connection_pool=pool), name=settings.queue_name)
+    # SAQ writes this dict into its worker info every few seconds; the loop-lag monitor keeps it current.
+    metadata: dict[str, Any] = {}
 
     async def startup(ctx: WorkerContext) -> None:
+        ctx["looplag"] = LoopLagMonitor(metadata=metadata)
+        ctx["looplag"].start()
         await init_db(settings.database_url)
         await ensure_slots(settings.max_active_droplets)
-        redis = redis_from_url(settings.redis_url)
+        redis = Redis(connection_pool=pool)
         # Every request either client sends draws from the budget all workers and API processes share.
         budgets = cloud_budgets(redis, settings)
         digitalocean = DigitalOceanClient(
@@ -132,6 +147,9 @@ def worker_settings(settings: Settings, *, transport: httpx.AsyncBaseTransport |
             await deps.coolify.aclose()
             await deps.redis.aclose()
         await close_db()
+        looplag = ctx.get("looplag")
+        if looplag is not None:
+            logger.info("event loop lag of this worker: %s", (await looplag.stop()).describe())
 
     return {
         "queue": queue,
@@ -144,6 +162,7 @@ def worker_settings(settings: Settings, *, transport: httpx.AsyncBaseTransport |
         # Sweep for jobs whose worker died (expired heartbeat) every few seconds instead of SAQ's 60.
         "timers": {"sweep": max(1, math.ceil(settings.timings.worker_sweep_s))},
         "shutdown_grace_period_s": SHUTDOWN_GRACE_S,
+        "metadata": metadata,
     }
 
 
