@@ -1,5 +1,5 @@
-"""The worker `jobs.worker.worker_settings` builds, on real Redis: hundreds of jobs in flight on a handful of
-Redis connections, and one blocking dequeue per process."""
+"""The worker `jobs.worker` runs, on real Redis: hundreds of jobs in flight on a handful of Redis connections,
+one blocking dequeue per process, and SAQ's abort still cancelling a running job."""
 
 from __future__ import annotations
 
@@ -12,10 +12,9 @@ from typing import Any
 import httpx
 import pytest
 from redis.asyncio import Redis
-from saq import Worker
 from saq.job import Status
 
-from jobs.worker import worker_client_name, worker_settings
+from jobs.worker import DeployerWorker, worker_client_name, worker_settings
 from sandbox.app import create_app as create_sandbox
 from sandbox.state import World
 from settings import Settings
@@ -64,12 +63,12 @@ class Polling:
 
 
 @pytest.fixture
-async def running(settings: Settings, redis: Redis) -> AsyncIterator[tuple[Worker[Any], Polling]]:
+async def running(settings: Settings, redis: Redis) -> AsyncIterator[tuple[DeployerWorker, Polling]]:
     """A worker from `worker_settings` (clouds served by the sandbox) whose only function is `Polling`."""
     settings = settings.with_overrides(worker_concurrency=IN_FLIGHT, worker_redis_connections=CONNECTIONS)
     polling = Polling()
     options = worker_settings(settings, transport=httpx.ASGITransport(app=create_sandbox(World(FAST_WORLD))))
-    worker: Worker[Any] = Worker(**{**options, "functions": [("poll", polling.run)], "shutdown_grace_period_s": 1})
+    worker = DeployerWorker(**{**options, "functions": [("poll", polling.run)], "shutdown_grace_period_s": 1})
     await worker.queue.connect()
     task = asyncio.create_task(worker.start())
     try:
@@ -83,7 +82,7 @@ async def running(settings: Settings, redis: Redis) -> AsyncIterator[tuple[Worke
 
 
 async def test_hundreds_of_jobs_in_flight_on_a_few_connections(
-    running: tuple[Worker[Any], Polling], settings: Settings, redis: Redis
+    running: tuple[DeployerWorker, Polling], settings: Settings, redis: Redis
 ) -> None:
     """300 jobs run at once, each sending Redis commands, while the worker never holds more than
     WORKER_REDIS_CONNECTIONS connections; then every job completes."""
@@ -113,7 +112,7 @@ async def test_hundreds_of_jobs_in_flight_on_a_few_connections(
 
 
 async def test_an_idle_worker_waits_for_work_on_one_connection(
-    running: tuple[Worker[Any], Polling], settings: Settings, redis: Redis
+    running: tuple[DeployerWorker, Polling], settings: Settings, redis: Redis
 ) -> None:
     """With 300 free slots and an empty queue, exactly one connection is blocked in the dequeue, and a job
     enqueued then is still picked up at once."""
@@ -139,3 +138,25 @@ async def test_an_idle_worker_waits_for_work_on_one_connection(
 
     await wait_until(done, timeout=10)
     assert job.result == 7
+
+
+async def test_an_aborted_job_is_cancelled(running: tuple[DeployerWorker, Polling]) -> None:
+    """`Queue.abort` on a running job (SAQ's way, e.g. from its web UI) cancels it while the others run on."""
+    worker, polling = running
+    jobs = [await worker.queue.enqueue("poll", n=n, timeout=60) for n in range(20)]
+    assert all(job is not None for job in jobs)
+
+    async def all_running() -> bool:
+        return polling.running == 20
+
+    await wait_until(all_running)
+    victim = jobs[7]
+    assert victim is not None
+    await worker.queue.abort(victim, "stop it")
+
+    async def aborted() -> bool:
+        await victim.refresh()
+        return victim.status == Status.ABORTED and polling.running == 19
+
+    await wait_until(aborted, timeout=10)
+    assert victim.error == "stop it"
