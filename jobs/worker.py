@@ -189,6 +189,9 @@ def worker_settings(settings: Settings, *, transport: httpx.AsyncBaseTransport |
             await deps.digitalocean.aclose()
             await deps.coolify.aclose()
             await deps.redis.aclose()
+            # The pool is shared with the queue, so closing a client leaves it open; the worker is done with it
+            # (`run_worker` disconnects the queue afterwards, which finds nothing left to close).
+            await pool.disconnect()
         await close_db()
         looplag = ctx.get("looplag")
         if looplag is not None:
