@@ -127,8 +127,6 @@ def worker_settings(settings: Settings, *, transport: httpx.AsyncBaseTransport |
     metadata: dict[str, Any] = {}
 
     async def startup(ctx: WorkerContext) -> None:
-        ctx["looplag"] = LoopLagMonitor(metadata=metadata)
-        ctx["looplag"].start()
         await init_db(settings.database_url)
         await ensure_slots(settings.max_active_droplets)
         redis = Redis(connection_pool=pool)
@@ -178,6 +176,9 @@ def worker_settings(settings: Settings, *, transport: httpx.AsyncBaseTransport |
         # The same read-only checks as `deployer doctor`, logged: a warning only, since a cloud that is down
         # now may be up by the time a deployment needs it.
         log_checks(await run_checks(settings, ctx["deps"].digitalocean, ctx["deps"].coolify))
+        # From here on the worker takes jobs: its loop's lag is what every job waits on top of its own work.
+        ctx["looplag"] = LoopLagMonitor(metadata=metadata)
+        ctx["looplag"].start()
 
     async def shutdown(ctx: WorkerContext) -> None:
         await stop_reaper(ctx.get("reaper"))
