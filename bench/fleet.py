@@ -97,6 +97,8 @@ class FleetResult:
     lag_samples: int = 0
     do_polls: int = 0
     requests: Counter[str] = field(default_factory=Counter)
+    #: 429s by cloud, method and path (ids replaced by `*`).
+    refused: Counter[str] = field(default_factory=Counter)
     elapsed_s: float = 0.0
     failures: Counter[str] = field(default_factory=Counter)
 
@@ -272,6 +274,11 @@ class Fleet:
         await redis.aclose()
         result.seen_429 = sum(1 for r in requests if r["status"] == 429)
         result.requests.update(r["api"] for r in requests)
+        result.refused.update(
+            f"{r['api']} {r['method']} {re.sub(r'/([0-9]+|[0-9a-z]{20,})(?=/|$)', '/*', r['path'])}"
+            for r in requests
+            if r["status"] == 429
+        )
         result.do_polls = sum(
             1 for r in requests if r["method"] == "GET" and re.search(r"/v2/droplets(/\d+)?(\?|$)", r["path"])
         )
@@ -394,7 +401,7 @@ def main() -> None:
         result = run_fleet(n, time_scale=args.time_scale, limit_s=args.limit)
         for figure in fleet_figures(result):
             print(figure.line(), flush=True)
-        print(f"  requests: {dict(result.requests)}", flush=True)
+        print(f"  requests: {dict(result.requests)}; 429s: {dict(result.refused)}", flush=True)
         for failure, count in result.failures.most_common(5):
             print(f"  {count} failed: {failure}", flush=True)
 
