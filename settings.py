@@ -147,7 +147,9 @@ class Settings:
     app_image: str = "nginx:alpine"
     app_port: int = 80
     queue_name: str = "deployer"
-    worker_concurrency: int = 100
+    worker_concurrency: int = 1000
+    #: `WORKER_REDIS_CONNECTIONS`: the most Redis connections one worker process opens, however many jobs it runs.
+    worker_redis_connections: int = 32
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     log_format: Literal["text", "json"] = "text"
     sandbox: bool = False
@@ -259,7 +261,8 @@ class Settings:
             ),
             app_port=env.integer("APP_DEFAULT_PORT", 80, minimum=1, maximum=65535),
             queue_name=env.pattern("DEPLOYER_QUEUE", "deployer", re.compile(r"^[A-Za-z0-9_.:-]{1,64}$"), "a name"),
-            worker_concurrency=env.integer("WORKER_CONCURRENCY", 100, minimum=1, maximum=10000),
+            worker_concurrency=env.integer("WORKER_CONCURRENCY", 1000, minimum=1, maximum=10000),
+            worker_redis_connections=env.integer("WORKER_REDIS_CONNECTIONS", 32, minimum=4, maximum=10000),
             log_level=env.log_level("LOG_LEVEL", "INFO"),
             assets_dir=env.text("DEPLOYER_ASSETS_DIR", str(DEFAULT_ASSETS_DIR)),
             log_format=env.log_format("LOG_FORMAT", "text"),

@@ -20,10 +20,8 @@ import sys
 from collections.abc import Iterator, Mapping
 from dataclasses import replace
 from pathlib import Path
-from typing import Any
 
 import uvicorn
-from saq import Worker
 from starlette.routing import Mount
 from starlette.types import ASGIApp
 
@@ -33,7 +31,7 @@ from deployer.sandboxguard import SandboxGuard, SandboxKeys
 from graphql_api.app import create_app
 from graphql_api.auth import Authenticator
 from graphql_api.edge import is_loopback_host
-from jobs.worker import worker_settings
+from jobs.worker import DeployerWorker, worker_settings
 from sandbox.app import create_app as create_sandbox
 from sandbox.persist import SaveAfterWrites, WorldFileError, load
 from sandbox.state import SandboxConfig, World
@@ -44,7 +42,7 @@ EXAMPLE = """mutation { deploy(input: {name: "hello"}) { id status } }
 subscription { deploymentProgress(id: "<id>") { sequence status stage message } }"""
 
 
-class _QuietWorker(Worker[Any]):
+class _QuietWorker(DeployerWorker):
     """A worker that leaves SIGINT/SIGTERM to uvicorn; the dev stack stops it when the server stops."""
 
     SIGNALS = []

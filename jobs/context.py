@@ -11,6 +11,7 @@ from saq.types import Context
 from clients.coolify import CoolifyClient
 from clients.digitalocean import DigitalOceanClient
 from jobs.keeper import Keeper
+from jobs.looplag import LoopLagMonitor
 from jobs.polls import PollLists
 from settings import Settings, Timings
 
@@ -79,3 +80,5 @@ class WorkerContext(Context, total=False):
     reaper: asyncio.Task[None]
     #: Renews this worker's liveness, leases and SAQ heartbeats in one round trip per beat.
     keeper: Keeper
+    #: Samples this worker's event-loop lag.
+    looplag: LoopLagMonitor

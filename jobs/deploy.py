@@ -142,7 +142,12 @@ async def deploy(ctx: WorkerContext, *, deployment_id: str, env_ref: str | None 
         stashed = await read_values(deps.redis, env_ref, secret_key=deps.config.secret_key) if env_ref else []
         if env_ref and deployment.stage not in ENV_NOT_YET_SET:  # the application has its env: drop the values
             await deps.redis.delete(env_ref)
-        run = Run(deployment=deployment, deps=deps, env=[(str(v["key"]), str(v["value"])) for v in stashed or []])
+        run = Run(
+            deployment=deployment,
+            deps=deps,
+            env=[(str(v["key"]), str(v["value"])) for v in stashed or []],
+            fresh=deployment.status == DeploymentStatus.QUEUED,
+        )
         if deployment.status == DeploymentStatus.PROCESSING:  # an earlier attempt started and did not finish
             await run.event(f"Resuming after an interrupted attempt, at {deployment.stage.value}")
         if stashed is None and deployment.spec.get("env_keys") and deployment.stage in ENV_NOT_YET_SET:

@@ -15,7 +15,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, cast
 
-from redis.asyncio import Redis
+from redis.asyncio import BlockingConnectionPool, Redis
 from redis.asyncio.retry import Retry
 from redis.backoff import ExponentialBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
@@ -38,8 +38,28 @@ def redis_from_url(url: str, **kwargs: Any) -> Redis:
     Every command deployer sends is safe to repeat: job keys are unique, leases are SET NX, progress
     announcements are de-duplicated by sequence, and a dequeue whose reply was lost is swept back.
     """
+    return Redis.from_url(url, **_reconnecting(), **kwargs)
+
+
+def bounded_redis_pool(
+    url: str, max_connections: int, *, client_name: str | None = None, wait_s: float = 30.0
+) -> BlockingConnectionPool:
+    """A pool of at most `max_connections` connections that reconnect like `redis_from_url`'s; a command that
+    finds them all busy waits for one (up to `wait_s`, then a ConnectionError) instead of opening another.
+
+    Clients built on it (`Redis(connection_pool=pool)`) share the cap; closing a client leaves the pool open.
+
+    Args:
+        client_name: the name its connections give themselves (`CLIENT LIST` shows it).
+    """
+    return BlockingConnectionPool.from_url(
+        url, max_connections=max_connections, timeout=wait_s, client_name=client_name, **_reconnecting()
+    )
+
+
+def _reconnecting() -> dict[str, Any]:
     retry = Retry(ExponentialBackoff(cap=0.5, base=0.05), REDIS_RETRIES)
-    return Redis.from_url(url, retry=retry, retry_on_error=[RedisConnectionError, RedisTimeoutError], **kwargs)
+    return {"retry": retry, "retry_on_error": [RedisConnectionError, RedisTimeoutError]}
 
 
 DEPLOY_FUNCTION = "deploy"

@@ -18,6 +18,11 @@ nobody to wait for. The lease still guarantees that at most one worker drives a 
 
 The queue also survives a Redis restart: a dequeue, sweep or schedule that cannot reach Redis backs off
 and returns nothing instead of spinning or failing the worker.
+
+One blocking dequeue per process: SAQ runs one `process()` task per concurrency slot, each waiting in
+`dequeue()`, and each blocking `BLMOVE` holds a Redis connection for as long as the queue is empty. Here the
+waiting tasks queue up on an asyncio lock instead, in order, and only the one holding it sends `BLMOVE`; so
+a worker with a thousand free slots holds one connection to wait for work, not a thousand.
 """
 
 from __future__ import annotations
@@ -124,6 +129,8 @@ class DeployerQueue(RedisQueue):
         self._sweeper: AsyncScript | None = None
         self._first_seen = self.namespace("dequeued")
         self._backoff_s = 0.0
+        #: Held by the one task of this process that sends the blocking dequeue (see the module docstring).
+        self._dequeue_turn = asyncio.Lock()
 
     def alive_key(self, worker_id: str) -> str:
         """The key a worker's keeper holds while the worker lives (`saq:<queue>:alive:<worker id>`)."""
@@ -181,9 +188,11 @@ class DeployerQueue(RedisQueue):
         self.retried += 1
 
     async def dequeue(self, timeout: float = 0.0, poll_interval: float = 0.0) -> Job | None:
-        """SAQ's dequeue; while Redis does not answer, wait (up to `MAX_BACKOFF_S`) and return nothing."""
+        """SAQ's dequeue, one caller at a time per process; while Redis does not answer, wait (up to
+        `MAX_BACKOFF_S`) and return nothing."""
         try:
-            job = await super().dequeue(timeout, poll_interval)
+            async with self._dequeue_turn:
+                job = await super().dequeue(timeout, poll_interval)
         except (RedisError, OSError) as exc:
             self._backoff_s = min(MAX_BACKOFF_S, max(0.1, self._backoff_s * 2))
             logger.warning("dequeue: Redis did not answer (%s); again in %.1f s", type(exc).__name__, self._backoff_s)

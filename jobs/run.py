@@ -34,6 +34,16 @@ class Run:
     clock: Callable[[], float] = time.monotonic
     #: False while cleaning up: a cancel must not interrupt the cleanup it caused.
     checks_cancel: bool = True
+    #: True when no earlier attempt ran for this deployment (it was still QUEUED when this job started), so
+    #: nothing it would create can exist yet unless this run sent it (`sent`).
+    fresh: bool = False
+    #: The stages whose create request this run has sent (its answer may have been lost).
+    sent: set[DeploymentStage] = field(default_factory=set)
+
+    def may_have_created(self, stage: DeploymentStage) -> bool:
+        """Whether `stage`'s create may already have been sent, by an earlier attempt or by this run: then the
+        step looks for what it made before creating it again."""
+        return not self.fresh or stage in self.sent
 
     def default_name(self) -> str:
         """The generated name (`<prefix>-<deployment id>`) used for the droplet, server and application."""

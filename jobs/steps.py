@@ -163,12 +163,17 @@ async def register_server(run: Run) -> None:
     ip = str(deployment.ip_address)
     await run.event(f"Registering {ip} as a Coolify server", stage=DeploymentStage.REGISTER_SERVER)
     coolify = run.deps.coolify
-    server_uuid = await _our_server_at(run, ip)
+    # Only an earlier attempt (or an earlier try of this step) can have registered a server without storing
+    # it. Otherwise the list is skipped (every server of the team, read once per deployment: quadratic in a
+    # fleet): Coolify refuses a second server at an IP (400 "already in use"), and that refusal is handled below.
+    may_exist = run.may_have_created(DeploymentStage.REGISTER_SERVER)
+    server_uuid = await _our_server_at(run, ip) if may_exist else None
     if server_uuid is not None:
         await run.event(
             f"Adopted Coolify server {server_uuid} registered by an earlier attempt", server_uuid=server_uuid
         )
         return
+    run.sent.add(DeploymentStage.REGISTER_SERVER)
     try:
         server_uuid = await coolify.create_server(
             name=str(deployment.droplet_name),
@@ -229,12 +234,12 @@ async def create_application(run: Run) -> None:
     if not deployment.application_uuid:
         await run.event(f"Creating Coolify application {spec.name}", stage=DeploymentStage.CREATE_APPLICATION)
         # An earlier attempt may have created it before it could store the uuid: the description names the
-        # deployment, so even a user-chosen (not unique) name is adopted only when it is ours.
+        # deployment, so even a user-chosen (not unique) name is adopted only when it is ours. A first attempt
+        # cannot have, and skips the list (every application of the team: quadratic in a fleet).
         marker = application_marker(run)
-        adopted = next(
-            (app for app in await coolify.list_applications() if app.name == spec.name and app.description == marker),
-            None,
-        )
+        may_exist = run.may_have_created(DeploymentStage.CREATE_APPLICATION)
+        listed = await coolify.list_applications() if may_exist else []
+        adopted = next((app for app in listed if app.name == spec.name and app.description == marker), None)
         if adopted is not None:
             app_uuid, domains = adopted.uuid, adopted.fqdn
         else:
@@ -247,6 +252,7 @@ async def create_application(run: Run) -> None:
                 "description": marker,
                 "domains": spec.domains,
             }
+            run.sent.add(DeploymentStage.CREATE_APPLICATION)
             try:
                 if isinstance(spec.source, GitSource):
                     app = await coolify.create_public_application(

@@ -206,3 +206,28 @@ async def test_a_resumed_job_adopts_its_own_server(deps: Deps, world: World) -> 
     assert again.status == DeploymentStatus.COMPLETED, again.error
     assert again.server_uuid == done.server_uuid
     assert len(world.snapshot()["servers"]) == 1  # type: ignore[arg-type]
+
+
+async def test_a_first_attempt_creates_without_listing_everything(deps: Deps, world: World) -> None:
+    """A deployment's first attempt registers its server and creates its application without first reading
+    every server and application of the team (once per deployment, that grows with the fleet)."""
+    await run(deps, await new_deployment())  # someone else's server and application exist
+    world.requests.clear()
+    done = await run(deps, await new_deployment())
+    assert done.status == DeploymentStatus.COMPLETED, done.error
+    calls = [(r.method, r.path) for r in world.requests]
+    register = calls.index(("POST", "/sandbox/coolify/api/v1/servers"))
+    assert ("GET", "/sandbox/coolify/api/v1/servers") not in calls[:register]
+    assert world.calls("GET", r"/applications$") == []
+
+
+async def test_an_application_create_whose_answer_was_lost_is_adopted_on_the_step_retry(
+    deps: Deps, world: World
+) -> None:
+    """Coolify created the application but its answer was lost (a 500): the step's retry finds it by its
+    description instead of creating a second one."""
+    world.faults.add_spec("response_lost:1@POST:/applications/dockerimage$")
+    done = await run(deps, await new_deployment())
+    assert done.status == DeploymentStatus.COMPLETED, done.error
+    assert len(world.snapshot()["applications"]) == 1  # type: ignore[arg-type]
+    assert len(world.calls("POST", r"/applications/dockerimage$")) == 1
