@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable
 
 import pytest
 from redis.asyncio import Redis
@@ -144,3 +145,115 @@ async def test_listen_all_streams_every_deployment_and_catches_up_on_missed_anno
     assert sorted(e.message for e in got) == ["a2", "b1 (never announced)"]
     await listener.aclose()
     assert hub.listener_count == 0
+
+
+async def _hub_client(redis_url: str, name: str) -> dict[str, str]:
+    """The CLIENT LIST entry of the connection named `name` (the hub's pub/sub connection)."""
+    admin = Redis.from_url(redis_url)
+    try:
+        for entry in await admin.client_list():
+            if entry.get("name") == name:
+                return {key: str(value) for key, value in entry.items()}
+        return {}
+    finally:
+        await admin.aclose()
+
+
+async def _wait_for(predicate: Callable[[], Awaitable[bool]], timeout: float = 5.0) -> None:
+    deadline = asyncio.get_running_loop().time() + timeout
+    while not await predicate():
+        assert asyncio.get_running_loop().time() < deadline, "condition not reached in time"
+        await asyncio.sleep(0.02)
+
+
+async def test_the_hub_subscribes_only_to_followed_deployments(db: str, redis_url: str, redis: Redis) -> None:
+    """Redis sees the hub subscribed to the channels its listeners follow, and to every channel only while a
+    `listen_all` listener exists; a channel is dropped when its last listener leaves."""
+    name = f"hub-{uuid.uuid4().hex[:8]}"
+    hub_redis = Redis.from_url(redis_url, client_name=name)
+    hub = ProgressHub(hub_redis)
+    await hub.start()
+    followed, other = await Deployment.create(), await Deployment.create()
+    try:
+        assert (await _hub_client(redis_url, name))["sub"] == "1"  # the hub's own channel only
+        listener = hub.listen(followed.id)
+        first = asyncio.ensure_future(anext(listener))
+        await _wait_for(lambda: _subscribed(redis, channel(followed.id)))
+        assert not await _subscribed(redis, channel(other.id))
+        assert hub.channels == {channel(followed.id)}
+        entry = await _hub_client(redis_url, name)
+        assert (entry["sub"], entry["psub"]) == ("2", "0")
+
+        everything = hub.listen_all()
+        any_event = asyncio.ensure_future(anext(everything))
+        await _wait_for(lambda: _client_field(redis_url, name, "psub", "1"))
+        await record(redis, other, "seen by listen_all only")
+        assert (await asyncio.wait_for(any_event, 5)).deployment_id == str(other.id)
+        await everything.aclose()
+        await _wait_for(lambda: _client_field(redis_url, name, "psub", "0"))
+
+        await record(redis, followed, "done", status=DeploymentStatus.COMPLETED)
+        assert (await asyncio.wait_for(first, 5)).message == "done"
+        await listener.aclose()
+        await _wait_for(lambda: _not(_subscribed(redis, channel(followed.id))))
+        assert hub.channels == frozenset()
+        assert (await _hub_client(redis_url, name))["sub"] == "1"
+    finally:
+        await hub.stop()
+        await hub_redis.aclose()
+
+
+async def _subscribed(redis: Redis, name: str) -> bool:
+    counts = await redis.pubsub_numsub(name)
+    return bool(counts and counts[0][1] > 0)
+
+
+async def _client_field(redis_url: str, name: str, field: str, value: str) -> bool:
+    return (await _hub_client(redis_url, name)).get(field) == value
+
+
+async def _not(result: Awaitable[bool]) -> bool:
+    return not await result
+
+
+async def test_a_new_listener_is_subscribed_before_it_replays(db: str, redis: Redis) -> None:
+    """An event announced right after a listener's replay arrives live, not after a quiet-spell resync."""
+    hub = ProgressHub(redis, resync_after_s=60)
+    await hub.start()
+    try:
+        deployment = await Deployment.create()
+        await record(redis, deployment, "stored before")
+        listener = hub.listen(deployment.id)
+        assert (await asyncio.wait_for(anext(listener), 5)).message == "stored before"
+        await record(redis, deployment, "announced after the replay")
+        assert (await asyncio.wait_for(anext(listener), 5)).message == "announced after the replay"
+        await listener.aclose()
+    finally:
+        await hub.stop()
+
+
+async def test_a_reconnect_resubscribes_and_resyncs_from_the_database(db: str, redis_url: str, redis: Redis) -> None:
+    """When Redis drops the hub's connection, the hub subscribes its channels again and its listeners read
+    what was announced meanwhile from the database, long before a quiet-spell resync."""
+    name = f"hub-{uuid.uuid4().hex[:8]}"
+    hub_redis = Redis.from_url(redis_url, client_name=name)
+    hub = ProgressHub(hub_redis, resync_after_s=60)
+    await hub.start()
+    try:
+        deployment = await Deployment.create()
+        await record(redis, deployment, "one")
+        listener = hub.listen(deployment.id)
+        assert (await asyncio.wait_for(anext(listener), 5)).sequence == 1
+        entry = await _hub_client(redis_url, name)
+        await redis.client_kill_filter(_id=entry["id"])
+        await record(None, deployment, "two (while the hub was away)")
+        await record(None, deployment, "three (while the hub was away)")
+        got = [await asyncio.wait_for(anext(listener), 10) for _ in range(2)]
+        assert [e.sequence for e in got] == [2, 3]
+        await _wait_for(lambda: _subscribed(redis, channel(deployment.id)))
+        await record(redis, deployment, "four")
+        assert (await asyncio.wait_for(anext(listener), 5)).sequence == 4
+        await listener.aclose()
+    finally:
+        await hub.stop()
+        await hub_redis.aclose()
