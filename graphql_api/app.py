@@ -31,11 +31,13 @@ from clients.digitalocean import DigitalOceanClient
 from graphql_api.auth import ADMIN, Authenticator, bearer_token
 from graphql_api.context import DeployerGraphQL, Services, ServicesProvider
 from graphql_api.edge import EdgeGuard
+from graphql_api.fanout import Renderer
 from graphql_api.graphiql import ASSETS_PATH
 from graphql_api.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from graphql_api.metrics import render_metrics
 from graphql_api.schema import schema
 from graphql_api.status_page import status_page_routes
+from graphql_api.types import DeploymentEvent
 from graphql_api.wsguard import ConnectionRegistry
 from jobs.budget import client_hooks, cloud_budgets
 from jobs.catalog import Catalog
@@ -178,7 +180,12 @@ def create_app(
     connections = ConnectionRegistry(per_token=settings.limits.ws_per_token)
     assets_dir = Path(settings.assets_dir)
     view = DeployerGraphQL(
-        schema, services=provider, authenticator=authenticator, connections=connections, assets_dir=assets_dir
+        schema,
+        services=provider,
+        authenticator=authenticator,
+        connections=connections,
+        assets_dir=assets_dir,
+        renderer=Renderer(schema, DeploymentEvent.from_progress),
     )
 
     async def healthz(request: Request) -> JSONResponse:
@@ -236,6 +243,7 @@ def create_app(
     app = Starlette(routes=routes, lifespan=lifespan, middleware=[guard])
     app.state.authenticator = authenticator
     app.state.connections = connections
+    app.state.graphql = view
     return app
 
 
