@@ -26,6 +26,7 @@ MODULES: list[str] = [
     "bench.graphql_overhead",
     "bench.budget",
     "bench.polls",
+    "bench.subscribers",
 ]
 
 

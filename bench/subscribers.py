@@ -1,134 +1,305 @@
-"""Progress fan-out: N websocket subscribers on one `deployer serve` process, K events, delivery latency.
+"""Progress fan-out to websocket subscribers: latency against a bare Starlette broadcast, and memory.
 
-The API runs as its own process (`deployer serve`, embedded Redis, SQLite). This process opens N
-`graphql-transport-ws` subscriptions to one deployment, then stores and announces K events with
-`jobs.progress.record` (as a worker would) and measures, for every subscriber and event, the time from
-`record()` returning to the event arriving. Every subscriber must receive every event exactly once, in order.
+Two servers run as their own processes on one embedded Redis and one SQLite file: `deployer serve`, and
+`bench.bare_broadcast` (a bare Starlette websocket broadcast of the same bytes, the baseline). This process
+holds the N `graphql-transport-ws` clients of `subscription { deploymentProgress(id) { sequence } }`, stores
+K events with `jobs.progress.record` (without announcing them) and announces each with
+`jobs.progress.announce`, as a worker would; latency is from the announcement to the event's arrival at a
+client, for every client and event. Every client must get every event once and in order, then `complete`.
 
-    .venv/bin/python -m bench.subscribers [--subscribers 1000] [--events 20] [--interval 0.05]
+Memory is read from the deployer process (RSS): an idle subscription is the growth from N acknowledged
+websockets to the same N each holding a subscription to a quiet deployment, per subscription; the churn figure
+is the RSS growth over 10,000 subscribe/unsubscribe cycles (after 1,000 to warm up) on 20 websockets, each
+cycle following one of 50 deployments.
+
+    .venv/bin/python -m bench --only subscribers [--quick]
+    .venv/bin/python -m bench.subscribers [--subscribers 1000] [--quick]
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import os
-import platform
-import statistics
+import socket
 import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
+import psutil
 from redis.asyncio import Redis
 from websockets.asyncio.client import ClientConnection, connect
 
+from bench.figure import Baseline, Figure, Goal
 from deployer.embedded_redis import EmbeddedRedis, free_port
-from jobs.progress import record
+from jobs.progress import announce, record
 from models.db import close_db, init_db
 from models.deployment import Deployment, DeploymentStatus
 
 SUBSCRIPTION = "subscription($id: ID!) { deploymentProgress(id: $id) { sequence } }"
 
 
-async def _subscriber(url: str, deployment_id: str, ready: asyncio.Event, arrivals: list[float]) -> list[int]:
+@dataclass
+class Phase:
+    """One latency run against one server."""
+
+    p50_ms: float
+    p99_ms: float
+    complete: int
+    subscribers: int
+
+
+@contextlib.contextmanager
+def _server(command: list[str], env: dict[str, str], port: int, *, readyz: bool) -> Iterator[psutil.Process]:
+    """Start a server process and wait until its port accepts connections (and `/readyz` answers 200)."""
+    process = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # noqa: S603
+    try:
+        for _ in range(400):
+            with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), timeout=0.2):
+                break
+            time.sleep(0.05)
+        if readyz:
+            for _ in range(200):
+                with contextlib.suppress(httpx.HTTPError):
+                    if httpx.get(f"http://127.0.0.1:{port}/readyz").status_code == 200:
+                        break
+                time.sleep(0.05)
+        yield psutil.Process(process.pid)
+    finally:
+        process.terminate()
+        process.wait(10)
+
+
+async def _open(url: str) -> ClientConnection:
+    ws = await connect(url, subprotocols=["graphql-transport-ws"], max_queue=None)  # type: ignore[list-item]
+    await ws.send('{"type":"connection_init","payload":{}}')
+    await ws.recv()
+    return ws
+
+
+async def _subscribe(ws: ClientConnection, op_id: str, deployment_id: str) -> None:
+    payload = {"query": SUBSCRIPTION, "variables": {"id": deployment_id}}
+    await ws.send(json.dumps({"id": op_id, "type": "subscribe", "payload": payload}))
+
+
+async def _follower(
+    url: str, deployment_id: str, ready: asyncio.Event, arrivals: dict[int, float], replay: bool
+) -> list[int]:
+    """One client: subscribe, be ready (replayed event 1, or the pong after subscribing), collect until done."""
     sequences: list[int] = []
-    ws: ClientConnection
-    async with connect(url, subprotocols=["graphql-transport-ws"], max_queue=None) as ws:  # type: ignore[list-item]
-        await ws.send(json.dumps({"type": "connection_init", "payload": {}}))
-        await ws.recv()
-        payload = {"query": SUBSCRIPTION, "variables": {"id": deployment_id}}
-        await ws.send(json.dumps({"id": "1", "type": "subscribe", "payload": payload}))
+    ws = await _open(url)
+    try:
+        await _subscribe(ws, "1", deployment_id)
+        await ws.send('{"type":"ping"}')
+        ponged = False
         async for raw in ws:
+            now = time.perf_counter()
             message = json.loads(raw)
-            if message["type"] == "next":
-                sequences.append(message["payload"]["data"]["deploymentProgress"]["sequence"])
-                arrivals.append(time.perf_counter())
-                if len(sequences) == 1:
-                    ready.set()
-            elif message["type"] == "complete":
+            kind = message["type"]
+            if kind == "next":
+                sequence = message["payload"]["data"]["deploymentProgress"]["sequence"]
+                sequences.append(sequence)
+                arrivals[sequence] = now
+            elif kind == "pong":
+                ponged = True
+            elif kind == "ping":
+                await ws.send('{"type":"pong"}')
+            elif kind == "complete":
                 return sequences
-            elif message["type"] == "ping":
-                await ws.send(json.dumps({"type": "pong"}))
+            if ponged and (sequences or not replay):
+                ready.set()
+    finally:
+        await ws.close()
     return sequences
 
 
-async def main(subscribers: int, events: int, interval: float) -> None:
-    """Run the benchmark and print connect time and delivery latency percentiles."""
-    with EmbeddedRedis() as redis_server, tempfile.TemporaryDirectory() as tmp:
-        db_url = f"sqlite://{Path(tmp) / 'bench.sqlite3'}"
-        port = free_port()
-        env = {**os.environ, "REDIS_URL": redis_server.url, "DATABASE_URL": db_url, "LOG_LEVEL": "WARNING"}
-        # Open on loopback, with room for every subscriber from this one address.
-        env |= {"DEPLOYER_ALLOW_ANONYMOUS": "true", "DEPLOYER_SECRET_KEY": "bench-" + "k" * 32}
-        env |= {"DEPLOYER_MAX_WS_PER_IP": "100000", "DEPLOYER_MAX_WS_PER_TOKEN": "100000"}
-        server = subprocess.Popen(  # noqa: S603, ASYNC220 - once, before measuring
-            [sys.executable, "-m", "deployer.cli", "serve", "--port", str(port)],
-            env=env,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
-        try:
-            for _ in range(200):
-                try:
-                    if httpx.get(f"http://127.0.0.1:{port}/readyz").status_code == 200:  # noqa: ASYNC210
-                        break
-                except httpx.HTTPError:
-                    pass
-                await asyncio.sleep(0.05)
-            await init_db(db_url)
-            redis = Redis.from_url(redis_server.url)
-            deployment = await Deployment.create()
-            await record(redis, deployment, "start")
-            url = f"ws://127.0.0.1:{port}/graphql"
-            readies = [asyncio.Event() for _ in range(subscribers)]
-            arrivals: list[list[float]] = [[] for _ in range(subscribers)]
-            started = time.perf_counter()
-            tasks = [
-                asyncio.create_task(_subscriber(url, str(deployment.id), readies[i], arrivals[i]))
-                for i in range(subscribers)
-            ]
-            await asyncio.wait_for(asyncio.gather(*(r.wait() for r in readies)), 120)
-            connect_s = time.perf_counter() - started
-            sent: list[float] = []
-            for i in range(events):
-                final = i == events - 1
-                await record(redis, deployment, f"event {i}", status=DeploymentStatus.COMPLETED if final else None)
-                sent.append(time.perf_counter())
-                await asyncio.sleep(interval)
-            results = await asyncio.wait_for(asyncio.gather(*tasks), 120)
-            await redis.aclose()
-            await close_db()
-        finally:
-            server.terminate()
-            server.wait(10)
-    expected = list(range(1, events + 2))
-    complete = sum(1 for seqs in results if seqs == expected)
-    latencies = [
-        (arrived[k + 1] - sent[k]) * 1000 for arrived in arrivals if len(arrived) == events + 1 for k in range(events)
-    ]
-    latencies.sort()
+async def _latency(url: str, redis: Redis, subscribers: int, events: int, interval: float, replay: bool) -> Phase:
+    """N followers of a fresh deployment; K events `interval` apart; latency from announcement to arrival."""
+    deployment = await Deployment.create()
+    await record(redis, deployment, "start")
+    readies = [asyncio.Event() for _ in range(subscribers)]
+    arrivals: list[dict[int, float]] = [{} for _ in range(subscribers)]
+    tasks = []
+    for i in range(subscribers):
+        tasks.append(asyncio.create_task(_follower(url, str(deployment.id), readies[i], arrivals[i], replay)))
+        if i % 50 == 49:
+            await asyncio.sleep(0.05)  # do not flood the listen backlog
+    await asyncio.wait_for(asyncio.gather(*(r.wait() for r in readies)), 180)
+    await asyncio.sleep(0.5)
+    sent: dict[int, float] = {}
+    for i in range(events):
+        final = i == events - 1
+        event = await record(None, deployment, f"event {i}", status=DeploymentStatus.COMPLETED if final else None)
+        sent[event.sequence] = time.perf_counter()
+        await announce(redis, event)
+        await asyncio.sleep(interval)
+    results = await asyncio.wait_for(asyncio.gather(*tasks), 180)
+    expected = list(range(2, events + 2))
+    complete = sum(1 for seqs in results if [s for s in seqs if s > 1] == expected)
+    latencies = sorted((got[seq] - sent[seq]) * 1000 for got in arrivals for seq in sent if seq in got)
 
     def pct(p: float) -> float:
-        return latencies[min(len(latencies) - 1, int(p * len(latencies)))]
+        return latencies[min(len(latencies) - 1, int(p * len(latencies)))] if latencies else float("nan")
 
-    print(f"machine: {platform.machine()} {os.cpu_count()} cpus, Python {platform.python_version()}")
-    print(f"subscribers: {subscribers}, events: {events} every {interval * 1000:.0f} ms")
-    print(f"all subscribed and replayed in {connect_s:.2f} s")
-    print(f"got every event once, in order: {complete}/{subscribers}")
-    print(
-        f"delivery latency ms: p50 {pct(0.5):.1f}  p95 {pct(0.95):.1f}  p99 {pct(0.99):.1f}  max {latencies[-1]:.1f}"
-        f"  (mean {statistics.mean(latencies):.1f})"
-    )
+    return Phase(pct(0.5), pct(0.99), complete, subscribers)
+
+
+async def _idle_memory(url: str, process: psutil.Process, subscribers: int) -> tuple[float, float]:
+    """KiB per idle subscription, and per websocket holding one (connection included)."""
+    quiet = await Deployment.create()
+    await record(None, quiet, "start")
+    await asyncio.sleep(1.0)
+    before_connections = process.memory_info().rss
+    sockets = []
+    for i in range(subscribers):
+        sockets.append(await _open(url))
+        if i % 50 == 49:
+            await asyncio.sleep(0.01)
+    await asyncio.sleep(1.0)
+    before = process.memory_info().rss
+    for ws in sockets:
+        await _subscribe(ws, "1", str(quiet.id))
+    for ws in sockets:
+        while json.loads(await ws.recv())["type"] != "next":
+            pass
+    await asyncio.sleep(1.0)
+    after = process.memory_info().rss
+    for ws in sockets:
+        await ws.close()
+    return (after - before) / subscribers / 1024, (after - before_connections) / subscribers / 1024
+
+
+async def _churn(url: str, process: psutil.Process, warm_up: int, cycles: int) -> tuple[float, float, float]:
+    """RSS before and after `cycles` subscribe/unsubscribe cycles (after `warm_up` ones), and cycles/s."""
+    pool = []
+    for _ in range(50):
+        row = await Deployment.create()
+        await record(None, row, "start")
+        pool.append(str(row.id))
+    sockets = [await _open(url) for _ in range(20)]
+    counter = iter(range(10**9))
+
+    async def run(ws: ClientConnection, count: int) -> None:
+        for _ in range(count):
+            n = next(counter)
+            op_id = f"c{n}"
+            await _subscribe(ws, op_id, pool[n % len(pool)])
+            while True:
+                message = json.loads(await ws.recv())
+                if message.get("id") == op_id and message["type"] == "next":
+                    break
+            await ws.send(json.dumps({"id": op_id, "type": "complete"}))
+
+    await asyncio.gather(*(run(ws, warm_up // len(sockets)) for ws in sockets))
+    await asyncio.sleep(1.0)
+    start = process.memory_info().rss
+    began = time.perf_counter()
+    await asyncio.gather(*(run(ws, cycles // len(sockets)) for ws in sockets))
+    rate = cycles / (time.perf_counter() - began)
+    await asyncio.sleep(1.0)
+    end = process.memory_info().rss
+    for ws in sockets:
+        await ws.close()
+    return start / 2**20, end / 2**20, rate
+
+
+async def measure(subscribers: int, quick: bool) -> list[Figure]:
+    """Run every phase and return the figures."""
+    slow_events, fast_events = (6, 20) if quick else (20, 100)
+    warm_up, cycles = (200, 1000) if quick else (1000, 10_000)
+    with EmbeddedRedis() as redis_server, tempfile.TemporaryDirectory() as tmp:
+        db_url = f"sqlite://{Path(tmp) / 'bench.sqlite3'}"
+        env = {**os.environ, "REDIS_URL": redis_server.url, "DATABASE_URL": db_url, "LOG_LEVEL": "WARNING"}
+        env |= {"DEPLOYER_ALLOW_ANONYMOUS": "true", "DEPLOYER_SECRET_KEY": "bench-" + "k" * 32}
+        env |= {"DEPLOYER_MAX_WS_PER_IP": "100000", "DEPLOYER_MAX_WS_PER_TOKEN": "100000"}
+        env.pop("DO_API_KEY", None)
+        deployer_port, bare_port = free_port(), free_port()
+        deployer_cmd = [sys.executable, "-m", "deployer.cli", "serve", "--port", str(deployer_port)]
+        bare_cmd = [sys.executable, "-m", "bench.bare_broadcast", "--port", str(bare_port)]
+        bare_cmd += ["--redis-url", redis_server.url]
+        await init_db(db_url)  # creates the schema before the servers open the file
+        redis = Redis.from_url(redis_server.url)
+        try:
+            with (
+                _server(deployer_cmd, env, deployer_port, readyz=True) as deployer,
+                _server(bare_cmd, env, bare_port, readyz=False),
+            ):
+                deployer_url = f"ws://127.0.0.1:{deployer_port}/graphql"
+                bare_url = f"ws://127.0.0.1:{bare_port}/graphql"
+                per_subscription, per_socket = await _idle_memory(deployer_url, deployer, subscribers)
+                rss_start, rss_end, cycle_rate = await _churn(deployer_url, deployer, warm_up, cycles)
+                phases: dict[str, Phase] = {}
+                for rate, events in ((2, slow_events), (20, fast_events)):
+                    phases[f"bare@{rate}"] = await _latency(bare_url, redis, subscribers, events, 1 / rate, False)
+                    phases[f"deployer@{rate}"] = await _latency(
+                        deployer_url, redis, subscribers, events, 1 / rate, True
+                    )
+        finally:
+            await redis.aclose()
+            await close_db()
+    incomplete = sum(p.subscribers - p.complete for p in phases.values())
+    note = f"{subscribers} subscribers; machine shared and loaded"
+    return [
+        Figure(
+            "subscribers.p99_at_2_events_per_s",
+            phases["deployer@2"].p99_ms,
+            "ms",
+            baseline=Baseline("bare starlette broadcast", phases["bare@2"].p99_ms),
+            goal=Goal("<=", 1.3, on="ratio"),
+            note=f"{note}; p50 {phases['deployer@2'].p50_ms:.1f} ms vs bare {phases['bare@2'].p50_ms:.1f} ms",
+        ),
+        Figure(
+            "subscribers.p99_at_20_events_per_s",
+            phases["deployer@20"].p99_ms,
+            "ms",
+            baseline=Baseline("bare starlette broadcast", phases["bare@20"].p99_ms),
+            goal=Goal("<=", 250),
+            note=f"{note}; p50 {phases['deployer@20'].p50_ms:.1f} ms vs bare {phases['bare@20'].p50_ms:.1f} ms",
+        ),
+        Figure(
+            "subscribers.incomplete_streams",
+            incomplete,
+            "streams",
+            goal=Goal("<=", 0),
+            note="a stream is complete when it got every event once, in order, then `complete`",
+        ),
+        Figure(
+            "subscribers.idle_subscription_memory",
+            per_subscription,
+            "KiB",
+            goal=Goal("<=", 50),
+            note=f"{per_socket:.1f} KiB per websocket with its subscription, connection included",
+        ),
+        Figure(
+            "subscribers.rss_growth_over_churn",
+            (rss_end - rss_start) / rss_start * 100,
+            "%",
+            goal=Goal("<=", 5),
+            note=f"{cycles} subscribe/unsubscribe cycles: {rss_start:.1f} -> {rss_end:.1f} MiB, {cycle_rate:.0f}/s",
+        ),
+    ]
+
+
+def figures(quick: bool) -> list[Figure]:
+    """For `make bench`: fan-out latency against a bare broadcast, idle subscription memory, RSS over churn."""
+    return asyncio.run(measure(100 if quick else 1000, quick))
+
+
+async def _main(subscribers: int, quick: bool) -> None:
+    for figure in await measure(subscribers, quick):
+        print(figure.line())
 
 
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
     parser.add_argument("--subscribers", type=int, default=1000)
-    parser.add_argument("--events", type=int, default=20)
-    parser.add_argument("--interval", type=float, default=0.05)
+    parser.add_argument("--quick", action="store_true")
     args = parser.parse_args()
-    asyncio.run(main(args.subscribers, args.events, args.interval))
+    asyncio.run(_main(args.subscribers, args.quick))
