@@ -31,7 +31,7 @@ from clients.digitalocean import DigitalOceanClient
 from graphql_api.auth import ADMIN, Authenticator, bearer_token
 from graphql_api.context import DeployerGraphQL, Services, ServicesProvider
 from graphql_api.edge import EdgeGuard
-from graphql_api.fanout import Renderer
+from graphql_api.fanout import Fanout, Renderer
 from graphql_api.graphiql import ASSETS_PATH
 from graphql_api.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from graphql_api.metrics import render_metrics
@@ -185,7 +185,7 @@ def create_app(
         authenticator=authenticator,
         connections=connections,
         assets_dir=assets_dir,
-        renderer=Renderer(schema, DeploymentEvent.from_progress),
+        fanout=Fanout(Renderer(schema, DeploymentEvent.from_progress)),
     )
 
     async def healthz(request: Request) -> JSONResponse:

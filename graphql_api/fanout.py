@@ -17,10 +17,12 @@ another). Errors are shaped and logged as Strawberry's path does.
 
 from __future__ import annotations
 
+import asyncio
 import json
+import logging
 import uuid
 from collections import OrderedDict
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Awaitable, Callable, Coroutine
 from contextvars import ContextVar
 from dataclasses import dataclass, field
 from inspect import isawaitable
@@ -31,7 +33,9 @@ from strawberry import Schema
 from strawberry.utils.aio import aclosing
 
 from graphql_api.errors import ErrorPolicy
-from jobs.progress import ProgressEvent, ProgressHub
+from jobs.progress import ProgressEvent, ProgressHub, is_terminal, stored_events
+
+logger = logging.getLogger("deployer.graphql")
 
 #: Parsed documents kept (clients send the same few subscription documents over and over).
 MAX_SHAPES = 256
@@ -144,22 +148,218 @@ class Renderer:
         return [error.formatted for error in self._policy._process_errors(errors)]
 
 
-async def frames(handover: Handover, renderer: Renderer, hub: ProgressHub, *, prefix: str) -> AsyncIterator[str]:
-    """The frames of a handed-over `deploymentProgress`: `prefix` + payload + `}` for each event, in order.
+#: Why a parked subscriber is woken: its final event was sent, or it must read the database (a gap, a send
+#: that blocked, a reconnect, the feed ending).
+_DONE = "done"
+_CATCH_UP = "catch up"
 
-    A failure while following (the database went away) ends the stream with one masked error payload, as
-    Strawberry's path sends it.
+Send = Callable[[str], Coroutine[Any, Any, None]]
+
+
+class _Subscriber:
+    """One handed-over subscription: its shape, frame prefix and send, and the last sequence it was sent."""
+
+    __slots__ = ("last", "pending", "prefix", "send", "shape", "wake")
+
+    def __init__(self, shape: Shape, prefix: str, send: Send, last: int) -> None:
+        self.shape = shape
+        self.prefix = prefix
+        self.send = send
+        self.last = last
+        self.wake: asyncio.Future[str] | None = None
+        #: A send the feed started that could not finish at once (the client reads slowly).
+        self.pending: asyncio.Task[None] | None = None
+
+
+class _Feed:
+    """One deployment followed by this process: one hub listener, and the subscribers parked on it."""
+
+    __slots__ = ("deployment_id", "last", "live", "task")
+
+    def __init__(self, deployment_id: uuid.UUID, last: int) -> None:
+        self.deployment_id = deployment_id
+        self.last = last
+        self.live: set[_Subscriber] = set()
+        self.task: asyncio.Task[None] | None = None
+
+
+class Fanout:
+    """Streams handed-over `deploymentProgress` subscriptions, live events sent by one loop per deployment.
+
+    A subscriber first sends itself what the database holds after its `afterSequence` (replay, and later any
+    catch-up), then parks on the deployment's feed once it is level with it. The feed is one
+    `ProgressHub.listen` (ordered, no duplicates, gaps filled and resyncs done once per deployment, not once per
+    subscriber); for each event it renders one payload per shape and sends it to every parked subscriber that
+    is exactly one event behind, in one pass, like a bare broadcast. A subscriber that is not (a gap), or whose
+    previous send has not finished (a slow reader), is woken to catch up from the database on its own, so one
+    slow client never holds up the others and nobody gets an event twice or out of order.
     """
-    assert handover.deployment_id is not None
-    shape = renderer.shape(handover)
-    events = hub.listen(handover.deployment_id, after_sequence=handover.after)
+
+    def __init__(self, renderer: Renderer) -> None:
+        self.renderer = renderer
+        self._feeds: dict[uuid.UUID, _Feed] = {}
+
+    @property
+    def feeds(self) -> int:
+        """Deployments followed by a feed now (for tests)."""
+        return len(self._feeds)
+
+    async def follow(self, hub: ProgressHub, handover: Handover, *, prefix: str, send: Send) -> None:
+        """Send the handed-over subscription's frames (`prefix` + payload + `}`) until its final event.
+
+        A failure to read or render (the database went away) ends the stream with one masked error payload, as
+        Strawberry's path sends it; a failure to send (the client left) propagates.
+        """
+        deployment_id = handover.deployment_id
+        assert deployment_id is not None
+        subscriber = _Subscriber(self.renderer.shape(handover), prefix, send, handover.after)
+        try:
+            while not await self._catch_up(subscriber, deployment_id):
+                feed = self._feeds.get(deployment_id)
+                if feed is None:
+                    feed = self._start(hub, deployment_id, subscriber.last)
+                elif subscriber.last < feed.last:
+                    continue  # the feed moved on while we read the database: read again
+                if await self._park(feed, subscriber) == _DONE:
+                    break
+            if subscriber.pending is not None:  # the final frame goes out before `complete`
+                await _sending(subscriber.pending)
+        except _SendError as exc:
+            cause = exc.__cause__
+            assert cause is not None
+            raise cause from None
+        except Exception as exc:  # reported to this subscriber alone, masked, and logged
+            error = GraphQLError(str(exc), original_error=exc)
+            await send(prefix + _encode({"data": None, "errors": self.renderer.errors([error])}) + "}")
+        finally:
+            if subscriber.pending is not None and not subscriber.pending.done():
+                subscriber.pending.cancel()  # cancelled or failed: the client may never read it
+
+    async def _catch_up(self, subscriber: _Subscriber, deployment_id: uuid.UUID) -> bool:
+        """Send what the database holds after the subscriber's last event; True when the stream is over."""
+        if subscriber.pending is not None:
+            pending, subscriber.pending = subscriber.pending, None
+            await _sending(pending)
+        events = await stored_events(deployment_id, after=subscriber.last)
+        for index, event in enumerate(events):
+            frame = subscriber.prefix + await self.renderer.payload(subscriber.shape, event) + "}"
+            await _sending(subscriber.send(frame))
+            subscriber.last = event.sequence
+            # A final event ends the stream unless more followed it (a destroy after COMPLETED).
+            if event.final and index == len(events) - 1:
+                return True
+        return not events and await is_terminal(deployment_id)
+
+    async def _park(self, feed: _Feed, subscriber: _Subscriber) -> str:
+        """Wait on the feed until it sent the final event or the subscriber must catch up."""
+        subscriber.wake = asyncio.get_running_loop().create_future()
+        feed.live.add(subscriber)
+        try:
+            return await subscriber.wake
+        finally:
+            subscriber.wake = None
+            feed.live.discard(subscriber)
+            if not feed.live and self._feeds.get(feed.deployment_id) is feed:
+                del self._feeds[feed.deployment_id]
+                if feed.task is not None:
+                    feed.task.cancel()
+
+    def _start(self, hub: ProgressHub, deployment_id: uuid.UUID, last: int) -> _Feed:
+        feed = _Feed(deployment_id, last)
+        self._feeds[deployment_id] = feed
+        feed.task = asyncio.get_running_loop().create_task(self._run(hub, feed), name=f"feed-{deployment_id}")
+        feed.task.add_done_callback(_retrieve)
+        return feed
+
+    async def _run(self, hub: ProgressHub, feed: _Feed) -> None:
+        """Send each event of the deployment to its parked subscribers, one payload per shape."""
+        try:
+            events = hub.listen(feed.deployment_id, after_sequence=feed.last)
+            async with aclosing(events):
+                async for event in events:
+                    if self._feeds.get(feed.deployment_id) is not feed:
+                        return  # stopped while it was busy: nobody is parked on it any more
+                    feed.last = event.sequence
+                    payloads: dict[str, str] = {}
+                    for subscriber in list(feed.live):
+                        if subscriber.last >= event.sequence:
+                            continue  # it read this one from the database already
+                        pending = subscriber.pending
+                        if subscriber.last != event.sequence - 1 or (pending is not None and not pending.done()):
+                            _wake(feed, subscriber, _CATCH_UP)
+                            continue
+                        payload = payloads.get(subscriber.shape.key)
+                        if payload is None:
+                            payload = payloads[subscriber.shape.key] = await self.renderer.payload(
+                                subscriber.shape, event
+                            )
+                        subscriber.last = event.sequence
+                        try:
+                            subscriber.pending = send_now(subscriber.send(subscriber.prefix + payload + "}"))
+                        except Exception:  # the client is gone; its own task finds out when it sends
+                            _wake(feed, subscriber, _CATCH_UP)
+                            continue
+                        if event.final:
+                            _wake(feed, subscriber, _DONE)
+        finally:
+            if self._feeds.get(feed.deployment_id) is feed:
+                del self._feeds[feed.deployment_id]
+            for subscriber in list(feed.live):
+                _wake(feed, subscriber, _CATCH_UP)
+
+
+def _wake(feed: _Feed, subscriber: _Subscriber, reason: str) -> None:
+    feed.live.discard(subscriber)
+    if subscriber.wake is not None and not subscriber.wake.done():
+        subscriber.wake.set_result(reason)
+
+
+def _retrieve(task: asyncio.Task[None]) -> None:
+    if not task.cancelled() and task.exception() is not None:
+        logger.warning("a progress feed stopped: %s", type(task.exception()).__name__)
+
+
+class _SendError(Exception):
+    """A send to the client failed (it left); carries the original as its cause."""
+
+
+async def _sending(awaitable: Awaitable[None]) -> None:
     try:
-        async with aclosing(events):
-            async for event in events:
-                yield prefix + await renderer.payload(shape, event) + "}"
-    except Exception as exc:  # reported to this subscriber alone, masked, and logged
-        error = GraphQLError(str(exc), original_error=exc)
-        yield prefix + _encode({"data": None, "errors": renderer.errors([error])}) + "}"
+        await awaitable
+    except Exception as exc:
+        raise _SendError from exc
+
+
+def send_now(send: Coroutine[Any, Any, None]) -> asyncio.Task[None] | None:
+    """Run a send as far as it goes without waiting; if it must wait (the client's buffer is full), the rest
+    runs in a task, which is returned. None when the frame was handed to the transport at once.
+
+    A broadcast to a thousand websockets then costs no task switch per subscriber, while a slow reader
+    still cannot hold up the loop. Errors raised before the send waits propagate.
+    """
+    try:
+        waiting_on = send.send(None)
+    except StopIteration:
+        return None
+    return asyncio.ensure_future(_finish(send, waiting_on))
+
+
+async def _finish(send: Coroutine[Any, Any, None], waiting_on: object) -> None:
+    """Drive a send that stopped on `waiting_on` (a future, or None for a bare yield) to its end."""
+    try:
+        while True:
+            if isinstance(waiting_on, asyncio.Future):
+                waiting_on._asyncio_future_blocking = False
+                await asyncio.wait([waiting_on])
+            else:
+                await asyncio.sleep(0)
+            try:
+                waiting_on = send.send(None)
+            except StopIteration:
+                return
+    except BaseException:
+        send.close()
+        raise
 
 
 def frame_prefix(encode: Callable[[object], str], message: dict[str, object]) -> str:

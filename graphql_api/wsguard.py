@@ -34,10 +34,9 @@ from strawberry.subscriptions.protocols.graphql_transport_ws.types import Messag
 from strawberry.subscriptions.protocols.graphql_ws.handlers import BaseGraphQLWSHandler
 from strawberry.subscriptions.protocols.graphql_ws.types import CompleteMessage, ErrorMessage, OperationMessage
 from strawberry.types.execution import PreExecutionError
-from strawberry.utils.aio import aclosing
 
 from graphql_api.edge import Connection
-from graphql_api.fanout import HANDOVER, Handover, Renderer, frame_prefix, frames
+from graphql_api.fanout import HANDOVER, Fanout, Handover, frame_prefix
 from graphql_api.payload import PayloadError, decode_json, graphql_ws_problem, transport_ws_problem
 
 logger = logging.getLogger("deployer.graphql")
@@ -109,8 +108,8 @@ class TransportWSHandler(BaseGraphQLTransportWSHandler[Any, None]):
 
     async def _send_result_stream(self, operation: Operation[Any, None], result_source: StreamResult) -> None:
         """Strawberry's stream; then, when `deploymentProgress` handed over, its events as shared payloads."""
-        renderer = _renderer(self.view)
-        if renderer is None:
+        fanout = _fanout(self.view)
+        if fanout is None:
             await super()._send_result_stream(operation, result_source)
             return
         handover = Handover(operation.query, operation.operation_name, operation.variables)
@@ -122,11 +121,7 @@ class TransportWSHandler(BaseGraphQLTransportWSHandler[Any, None]):
         if not handover.taken:
             return
         prefix = frame_prefix(self.view.encode_json_string, {"id": operation.id, "type": "next"})
-        async with aclosing(frames(handover, renderer, self.context.hub, prefix=prefix)) as stream:
-            async for frame in stream:
-                if operation.completed:
-                    return
-                await _adapter(self.websocket).send_text(frame)
+        await fanout.follow(self.context.hub, handover, prefix=prefix, send=_adapter(self.websocket).send_text)
 
     async def handle_message(self, message: Message) -> None:
         """Close with 4400 on a malformed message, else handle it as Strawberry does."""
@@ -159,8 +154,8 @@ class LegacyWSHandler(BaseGraphQLWSHandler[Any, None]):
         self, operation_id: str, query: str, operation_name: str | None, variables: dict[str, object] | None
     ) -> None:
         """Strawberry's loop, with `deploymentProgress` handed over to shared payloads as in graphql-transport-ws."""
-        renderer = _renderer(self.view)
-        if renderer is None:
+        fanout = _fanout(self.view)
+        if fanout is None:
             await super().handle_async_results(operation_id, query, operation_name, variables)
             return
         handover = Handover(query, operation_name, variables)
@@ -188,9 +183,7 @@ class LegacyWSHandler(BaseGraphQLWSHandler[Any, None]):
                 HANDOVER.reset(token)
             if handover.taken:
                 prefix = frame_prefix(self.view.encode_json_string, {"type": "data", "id": operation_id})
-                async with aclosing(frames(handover, renderer, self.context.hub, prefix=prefix)) as stream:
-                    async for frame in stream:
-                        await _adapter(self.websocket).send_text(frame)
+                await fanout.follow(self.context.hub, handover, prefix=prefix, send=_adapter(self.websocket).send_text)
             await self.send_message(CompleteMessage(type="complete", id=operation_id))
         except asyncio.CancelledError:
             await self.send_message(CompleteMessage(type="complete", id=operation_id))
@@ -207,10 +200,10 @@ class LegacyWSHandler(BaseGraphQLWSHandler[Any, None]):
         await super().handle_message(message)
 
 
-def _renderer(view: object) -> Renderer | None:
-    """The view's shared renderer (None: every subscriber is executed by Strawberry, as before)."""
-    renderer = getattr(view, "renderer", None)
-    return renderer if isinstance(renderer, Renderer) else None
+def _fanout(view: object) -> Fanout | None:
+    """The view's fan-out (None: every subscriber is executed by Strawberry, as before)."""
+    fanout = getattr(view, "fanout", None)
+    return fanout if isinstance(fanout, Fanout) else None
 
 
 def _adapter(websocket: object) -> StrictWebSocketAdapter:

@@ -185,7 +185,8 @@ async def stored_events(deployment_id: uuid.UUID | str, *, after: int = 0) -> li
 _RESYNC = object()
 
 
-async def _is_terminal(deployment_id: uuid.UUID | str) -> bool:
+async def is_terminal(deployment_id: uuid.UUID | str) -> bool:
+    """Whether the deployment is in a terminal status now."""
     return await Deployment.filter(id=deployment_id, status__in=list(TERMINAL_STATUSES)).exists()
 
 
@@ -341,7 +342,9 @@ class ProgressHub:
                     else:
                         await pubsub.subscribe(name)
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(asyncio.shield(future), self._confirm_timeout_s)
+                # Not `wait_for`: on Python 3.11 it swallows a cancellation that races the confirmation.
+                async with asyncio.timeout(self._confirm_timeout_s):
+                    await future
         finally:
             waiting = self._waiting.get(name)
             if waiting is not None:
@@ -408,7 +411,7 @@ class ProgressHub:
                         # A final event ends the stream unless more followed it (a destroy after COMPLETED).
                         if event.final and index == len(events) - 1:
                             return
-                    if not events and await _is_terminal(deployment_id):
+                    if not events and await is_terminal(deployment_id):
                         return  # the caller asked only for events after the final one
                     catch_up = False
                 try:

@@ -13,8 +13,10 @@ import pytest
 from redis.asyncio import Redis
 from starlette.applications import Starlette
 
-from graphql_api.fanout import Renderer
-from jobs.progress import record
+from graphql_api.fanout import Fanout, Handover, Renderer, send_now
+from graphql_api.schema import schema
+from graphql_api.types import DeploymentEvent
+from jobs.progress import ProgressHub, record
 from models import Deployment, DeploymentStage, DeploymentStatus
 from tests.graphql_api.conftest import PROGRESS, WSClient, served, ws_client
 
@@ -68,7 +70,7 @@ async def _events(redis: Redis, row: Deployment) -> None:
 async def _two_servers(make_app: Callable[..., Starlette]) -> AsyncIterator[tuple[str, str]]:
     """One app that fans out, one whose websockets run every subscriber through Strawberry (no renderer)."""
     shared, own = make_app(), make_app()
-    own.state.graphql.renderer = None
+    own.state.graphql.fanout = None
     async with served(shared) as shared_url, served(own) as own_url:
         yield shared_url, own_url
 
@@ -99,7 +101,7 @@ async def test_each_event_is_rendered_once_per_shape(make_app: Callable[..., Sta
     """Twenty subscribers of two shapes on both protocols each get every event once and in order, while each
     event is rendered once per shape."""
     app = make_app()
-    renderer: Renderer = app.state.graphql.renderer
+    renderer: Renderer = app.state.graphql.fanout.renderer
     async with served(app) as url:
         row = await _deploy(url)
         async with contextlib.AsyncExitStack() as stack:
@@ -152,3 +154,75 @@ async def test_a_subscriber_leaving_stops_only_its_stream(make_app: Callable[...
                 break
             await asyncio.sleep(0.02)
         assert hub.channels == frozenset()
+
+
+class GatedSend:
+    """A subscriber's send that records frames, and from frame `block_at` on waits until `gate` opens."""
+
+    def __init__(self, block_at: int | None = None) -> None:
+        self.frames: list[dict[str, Any]] = []
+        self.gate = asyncio.Event()
+        self.block_at = block_at
+
+    async def __call__(self, frame: str) -> None:
+        if self.block_at is not None and len(self.frames) + 1 >= self.block_at:
+            await self.gate.wait()
+        self.frames.append(json.loads(frame))
+
+    @property
+    def sequences(self) -> list[int]:
+        return [f["payload"]["data"]["deploymentProgress"]["sequence"] for f in self.frames]
+
+
+async def _follow(fanout: Fanout, hub: ProgressHub, row: Deployment, send: GatedSend) -> None:
+    handover = Handover(PROGRESS, None, {"id": str(row.id)}, deployment_id=row.id)
+    await fanout.follow(hub, handover, prefix='{"id":"1","type":"next","payload":', send=send)
+
+
+async def test_a_slow_reader_holds_up_nobody(db: str, redis: Redis) -> None:
+    """While one subscriber's send is stuck, the others get every live event; the stuck one then gets the rest
+    from the database, each event once and in order."""
+    hub = ProgressHub(redis)
+    await hub.start()
+    try:
+        fanout = Fanout(Renderer(schema, DeploymentEvent.from_progress))
+        row = await Deployment.create()
+        await record(redis, row, "queued")
+        fast, slow = GatedSend(), GatedSend(block_at=3)
+        tasks = [asyncio.create_task(_follow(fanout, hub, row, send)) for send in (fast, slow)]
+        while len(fast.frames) < 1 or len(slow.frames) < 1 or fanout.feeds == 0:
+            await asyncio.sleep(0.01)
+        await asyncio.sleep(0.2)  # both parked on the feed
+        for i in range(5):
+            await record(redis, row, f"step {i}")
+        await record(redis, row, "done", status=DeploymentStatus.COMPLETED, stage=DeploymentStage.DONE)
+        await asyncio.wait_for(tasks[0], 5)
+        assert fast.sequences == [1, 2, 3, 4, 5, 6, 7]
+        assert slow.sequences == [1, 2] and not tasks[1].done()
+        slow.gate.set()
+        await asyncio.wait_for(tasks[1], 5)
+        assert slow.sequences == [1, 2, 3, 4, 5, 6, 7]
+        assert fanout.feeds == 0
+    finally:
+        await hub.stop()
+
+
+async def test_send_now_finishes_at_once_or_in_a_task() -> None:
+    """A send that need not wait is done when `send_now` returns; one that must wait finishes in a task."""
+    done: list[str] = []
+    gate = asyncio.get_running_loop().create_future()
+
+    async def quick() -> None:
+        done.append("quick")
+
+    async def waits() -> None:
+        await gate
+        done.append("waited")
+
+    assert send_now(quick()) is None
+    assert done == ["quick"]
+    task = send_now(waits())
+    assert task is not None and not task.done()
+    gate.set_result(None)
+    await asyncio.wait_for(task, 1)
+    assert done == ["quick", "waited"]
