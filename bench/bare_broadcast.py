@@ -44,6 +44,8 @@ def create_app(redis_url: str) -> Starlette:
                 elif kind == "ping":
                     await websocket.send_text('{"type":"pong"}')
                 elif kind == "subscribe":
+                    if followed is not None:
+                        followers.get(followed, set()).discard(websocket)
                     followed = str(message["payload"]["variables"]["id"])
                     followers.setdefault(followed, set()).add(websocket)
                 elif kind == "complete" and followed is not None:

@@ -24,11 +24,12 @@ import contextlib
 import json
 import os
 import socket
+import statistics
 import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -47,13 +48,103 @@ SUBSCRIPTION = "subscription($id: ID!) { deploymentProgress(id: $id) { sequence 
 
 
 @dataclass
-class Phase:
-    """One latency run against one server."""
+class Round:
+    """One round's measurements against one server."""
 
     p50_ms: float
     p99_ms: float
     complete: int
-    subscribers: int
+
+
+class Swarm:
+    """N open `graphql-transport-ws` clients of one server, subscribed anew (operation `1`) every round."""
+
+    def __init__(self, url: str, replay: bool) -> None:
+        self.url = url
+        self.replay = replay  # deployer replays the stored event; the bare broadcast has no database
+        self.sockets: list[ClientConnection] = []
+        self._readers: list[asyncio.Task[None]] = []
+        self._ready = 0
+        self._done = 0
+        self._changed = asyncio.Event()
+        self.arrivals: list[dict[int, float]] = []
+        self.sequences: list[list[int]] = []
+
+    async def open(self, n: int) -> None:
+        for i in range(n):
+            self.sockets.append(await _open(self.url))
+            if i % 50 == 49:
+                await asyncio.sleep(0.05)  # do not flood the listen backlog
+        self.arrivals = [{} for _ in range(n)]
+        self.sequences = [[] for _ in range(n)]
+        self._readers = [asyncio.create_task(self._read(i, ws)) for i, ws in enumerate(self.sockets)]
+
+    async def close(self) -> None:
+        for task in self._readers:
+            task.cancel()
+        for ws in self.sockets:
+            await ws.close()
+
+    async def _read(self, i: int, ws: ClientConnection) -> None:
+        ponged = False
+        async for raw in ws:
+            now = time.perf_counter()
+            message = json.loads(raw)
+            kind = message["type"]
+            if kind == "next":
+                sequence = message["payload"]["data"]["deploymentProgress"]["sequence"]
+                self.sequences[i].append(sequence)
+                self.arrivals[i][sequence] = now
+                if sequence == 1 and ponged:
+                    self._ready += 1
+                    self._changed.set()
+            elif kind == "pong":
+                ponged = True
+                if self.sequences[i] or not self.replay:
+                    self._ready += 1
+                    self._changed.set()
+            elif kind == "ping":
+                await ws.send('{"type":"pong"}')
+            elif kind == "complete":
+                ponged = False
+                self._done += 1
+                self._changed.set()
+
+    async def _until(self, count: Callable[[], int], timeout: float) -> None:
+        deadline = time.perf_counter() + timeout
+        while count() < len(self.sockets) and time.perf_counter() < deadline:
+            self._changed.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._changed.wait(), 1.0)
+
+    async def round(self, redis: Redis, events: int, interval: float) -> Round:
+        """Subscribe every client to a fresh deployment, store and announce `events`, measure arrivals."""
+        deployment = await Deployment.create()
+        await record(redis, deployment, "start")
+        self._ready = self._done = 0
+        for i, ws in enumerate(self.sockets):
+            self.arrivals[i].clear()
+            self.sequences[i].clear()
+            await _subscribe(ws, "1", str(deployment.id))
+            await ws.send('{"type":"ping"}')
+        await self._until(lambda: self._ready, 120)
+        await asyncio.sleep(0.3)
+        sent: dict[int, float] = {}
+        for i in range(events):
+            final = i == events - 1
+            event = await record(None, deployment, f"event {i}", status=DeploymentStatus.COMPLETED if final else None)
+            sent[event.sequence] = time.perf_counter()
+            await announce(redis, event)
+            await asyncio.sleep(interval)
+        await self._until(lambda: self._done, 120)
+        expected = list(range(2, events + 2))
+        complete = sum(1 for seqs in self.sequences if [s for s in seqs if s > 1] == expected)
+        latencies = sorted((got[seq] - sent[seq]) * 1000 for got in self.arrivals for seq in sent if seq in got)
+
+        def pct(p: float) -> float:
+            return latencies[min(len(latencies) - 1, int(p * len(latencies)))] if latencies else float("nan")
+
+        return Round(pct(0.5), pct(0.99), complete)
 
 
 @contextlib.contextmanager
@@ -87,68 +178,6 @@ async def _open(url: str) -> ClientConnection:
 async def _subscribe(ws: ClientConnection, op_id: str, deployment_id: str) -> None:
     payload = {"query": SUBSCRIPTION, "variables": {"id": deployment_id}}
     await ws.send(json.dumps({"id": op_id, "type": "subscribe", "payload": payload}))
-
-
-async def _follower(
-    url: str, deployment_id: str, ready: asyncio.Event, arrivals: dict[int, float], replay: bool
-) -> list[int]:
-    """One client: subscribe, be ready (replayed event 1, or the pong after subscribing), collect until done."""
-    sequences: list[int] = []
-    ws = await _open(url)
-    try:
-        await _subscribe(ws, "1", deployment_id)
-        await ws.send('{"type":"ping"}')
-        ponged = False
-        async for raw in ws:
-            now = time.perf_counter()
-            message = json.loads(raw)
-            kind = message["type"]
-            if kind == "next":
-                sequence = message["payload"]["data"]["deploymentProgress"]["sequence"]
-                sequences.append(sequence)
-                arrivals[sequence] = now
-            elif kind == "pong":
-                ponged = True
-            elif kind == "ping":
-                await ws.send('{"type":"pong"}')
-            elif kind == "complete":
-                return sequences
-            if ponged and (sequences or not replay):
-                ready.set()
-    finally:
-        await ws.close()
-    return sequences
-
-
-async def _latency(url: str, redis: Redis, subscribers: int, events: int, interval: float, replay: bool) -> Phase:
-    """N followers of a fresh deployment; K events `interval` apart; latency from announcement to arrival."""
-    deployment = await Deployment.create()
-    await record(redis, deployment, "start")
-    readies = [asyncio.Event() for _ in range(subscribers)]
-    arrivals: list[dict[int, float]] = [{} for _ in range(subscribers)]
-    tasks = []
-    for i in range(subscribers):
-        tasks.append(asyncio.create_task(_follower(url, str(deployment.id), readies[i], arrivals[i], replay)))
-        if i % 50 == 49:
-            await asyncio.sleep(0.05)  # do not flood the listen backlog
-    await asyncio.wait_for(asyncio.gather(*(r.wait() for r in readies)), 180)
-    await asyncio.sleep(0.5)
-    sent: dict[int, float] = {}
-    for i in range(events):
-        final = i == events - 1
-        event = await record(None, deployment, f"event {i}", status=DeploymentStatus.COMPLETED if final else None)
-        sent[event.sequence] = time.perf_counter()
-        await announce(redis, event)
-        await asyncio.sleep(interval)
-    results = await asyncio.wait_for(asyncio.gather(*tasks), 180)
-    expected = list(range(2, events + 2))
-    complete = sum(1 for seqs in results if [s for s in seqs if s > 1] == expected)
-    latencies = sorted((got[seq] - sent[seq]) * 1000 for got in arrivals for seq in sent if seq in got)
-
-    def pct(p: float) -> float:
-        return latencies[min(len(latencies) - 1, int(p * len(latencies)))] if latencies else float("nan")
-
-    return Phase(pct(0.5), pct(0.99), complete, subscribers)
 
 
 async def _idle_memory(url: str, process: psutil.Process, subscribers: int) -> tuple[float, float]:
@@ -212,7 +241,7 @@ async def _churn(url: str, process: psutil.Process, warm_up: int, cycles: int) -
 
 async def measure(subscribers: int, quick: bool) -> list[Figure]:
     """Run every phase and return the figures."""
-    slow_events, fast_events = (6, 20) if quick else (20, 100)
+    slow_events, fast_events, repeats = (6, 20, 2) if quick else (10, 40, 3)
     warm_up, cycles = (200, 1000) if quick else (1000, 10_000)
     with EmbeddedRedis() as redis_server, tempfile.TemporaryDirectory() as tmp:
         db_url = f"sqlite://{Path(tmp) / 'bench.sqlite3'}"
@@ -235,40 +264,47 @@ async def measure(subscribers: int, quick: bool) -> list[Figure]:
                 bare_url = f"ws://127.0.0.1:{bare_port}/graphql"
                 per_subscription, per_socket = await _idle_memory(deployer_url, deployer, subscribers)
                 rss_start, rss_end, cycle_rate = await _churn(deployer_url, deployer, warm_up, cycles)
-                phases: dict[str, Phase] = {}
+                swarms = {"bare": Swarm(bare_url, replay=False), "deployer": Swarm(deployer_url, replay=True)}
+                for swarm in swarms.values():
+                    await swarm.open(subscribers)
+                rounds: dict[str, list[Round]] = {}
                 for rate, events in ((2, slow_events), (20, fast_events)):
-                    phases[f"bare@{rate}"] = await _latency(bare_url, redis, subscribers, events, 1 / rate, False)
-                    phases[f"deployer@{rate}"] = await _latency(
-                        deployer_url, redis, subscribers, events, 1 / rate, True
-                    )
+                    for r in range(repeats):  # alternate, so that the machine's noise hits both alike
+                        for name in ("bare", "deployer") if r % 2 == 0 else ("deployer", "bare"):
+                            result = await swarms[name].round(redis, events, 1 / rate)
+                            rounds.setdefault(f"{name}@{rate}", []).append(result)
+                for swarm in swarms.values():
+                    await swarm.close()
         finally:
             await redis.aclose()
             await close_db()
-    incomplete = sum(p.subscribers - p.complete for p in phases.values())
-    note = f"{subscribers} subscribers; machine shared and loaded"
+    incomplete = sum(subscribers - r.complete for results in rounds.values() for r in results)
+    p99 = {name: statistics.median(r.p99_ms for r in results) for name, results in rounds.items()}
+    p50 = {name: statistics.median(r.p50_ms for r in results) for name, results in rounds.items()}
+    note = f"{subscribers} subscribers, median of {repeats} alternating rounds; machine shared and loaded"
     return [
         Figure(
             "subscribers.p99_at_2_events_per_s",
-            phases["deployer@2"].p99_ms,
+            p99["deployer@2"],
             "ms",
-            baseline=Baseline("bare starlette broadcast", phases["bare@2"].p99_ms),
+            baseline=Baseline("bare starlette broadcast", p99["bare@2"]),
             goal=Goal("<=", 1.3, on="ratio"),
-            note=f"{note}; p50 {phases['deployer@2'].p50_ms:.1f} ms vs bare {phases['bare@2'].p50_ms:.1f} ms",
+            note=f"{note}; p50 {p50['deployer@2']:.1f} ms vs bare {p50['bare@2']:.1f} ms",
         ),
         Figure(
             "subscribers.p99_at_20_events_per_s",
-            phases["deployer@20"].p99_ms,
+            p99["deployer@20"],
             "ms",
-            baseline=Baseline("bare starlette broadcast", phases["bare@20"].p99_ms),
+            baseline=Baseline("bare starlette broadcast", p99["bare@20"]),
             goal=Goal("<=", 250),
-            note=f"{note}; p50 {phases['deployer@20'].p50_ms:.1f} ms vs bare {phases['bare@20'].p50_ms:.1f} ms",
+            note=f"{note}; p50 {p50['deployer@20']:.1f} ms vs bare {p50['bare@20']:.1f} ms",
         ),
         Figure(
             "subscribers.incomplete_streams",
             incomplete,
             "streams",
             goal=Goal("<=", 0),
-            note="a stream is complete when it got every event once, in order, then `complete`",
+            note="complete: every event once, in order, then `complete` (every round, both servers)",
         ),
         Figure(
             "subscribers.idle_subscription_memory",
