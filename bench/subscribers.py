@@ -2,10 +2,12 @@
 
 Two servers run as their own processes on one embedded Redis and one SQLite file: `deployer serve`, and
 `bench.bare_broadcast` (a bare Starlette websocket broadcast of the same bytes, the baseline). This process
-holds the N `graphql-transport-ws` clients of `subscription { deploymentProgress(id) { sequence } }`, stores
-K events with `jobs.progress.record` (without announcing them) and announces each with
-`jobs.progress.announce`, as a worker would; latency is from the announcement to the event's arrival at a
-client, for every client and event. Every client must get every event once and in order, then `complete`.
+holds N open `graphql-transport-ws` clients of each server. Each round subscribes a server's N clients to
+`subscription { deploymentProgress(id) { sequence } }` of a fresh deployment, stores K events with
+`jobs.progress.record` (without announcing them) and announces each with `jobs.progress.announce`, as a worker
+would; latency is from the announcement to the event's arrival at a client, for every client and event. Every
+client must get every event once and in order, then `complete`. Rounds alternate between the two servers (3
+per rate), and a figure is the median of the rounds' p99.
 
 Memory is read from the deployer process (RSS): an idle subscription is the growth from N acknowledged
 websockets to the same N each holding a subscription to a quiet deployment, per subscription; the churn figure
