@@ -211,7 +211,9 @@ def create_app(
             return PlainTextResponse("unauthenticated\n", status_code=401, headers={"WWW-Authenticate": "Bearer"})
         if ADMIN not in caller.scopes:
             return PlainTextResponse("forbidden: the admin scope is needed\n", status_code=403)
-        return Response(await render_metrics(services), media_type=METRICS_CONTENT_TYPE)
+        subscribers = view.fanout.subscribers if view.fanout is not None else None
+        body = await render_metrics(services, progress_subscribers=subscribers)
+        return Response(body, media_type=METRICS_CONTENT_TYPE)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:

@@ -198,6 +198,8 @@ class Fanout:
     def __init__(self, renderer: Renderer) -> None:
         self.renderer = renderer
         self._feeds: dict[uuid.UUID, _Feed] = {}
+        #: Handed-over subscriptions streaming now (for `/metrics`).
+        self.subscribers = 0
 
     @property
     def feeds(self) -> int:
@@ -213,6 +215,7 @@ class Fanout:
         deployment_id = handover.deployment_id
         assert deployment_id is not None
         subscriber = _Subscriber(self.renderer.shape(handover), prefix, send, handover.after)
+        self.subscribers += 1
         try:
             while not await self._catch_up(subscriber, deployment_id):
                 feed = self._feeds.get(deployment_id)
@@ -232,6 +235,7 @@ class Fanout:
             error = GraphQLError(str(exc), original_error=exc)
             await send(prefix + _encode({"data": None, "errors": self.renderer.errors([error])}) + "}")
         finally:
+            self.subscribers -= 1
             if subscriber.pending is not None and not subscriber.pending.done():
                 subscriber.pending.cancel()  # cancelled or failed: the client may never read it
 

@@ -226,3 +226,22 @@ async def test_send_now_finishes_at_once_or_in_a_task() -> None:
     gate.set_result(None)
     await asyncio.wait_for(task, 1)
     assert done == ["quick", "waited"]
+
+
+async def test_metrics_count_subscribers_and_followed_deployments(
+    make_app: Callable[..., Starlette], redis: Redis
+) -> None:
+    """Three subscribers of one deployment are three listeners in `/metrics`, and one channel followed."""
+    app = make_app()
+    async with served(app) as url:
+        row = await _deploy(url)
+        async with contextlib.AsyncExitStack() as stack:
+            for i in range(3):
+                client = await stack.enter_async_context(ws_client(url, PROTOCOLS[i % 2]))
+                await client.init()
+                await client.subscribe("1", PROGRESS, {"id": str(row.id)})
+                await client.receive()
+            async with httpx.AsyncClient(base_url=url) as http:
+                lines = (await http.get("/metrics")).text.splitlines()
+            assert "deployer_progress_listeners 3" in lines
+            assert "deployer_progress_channels 1" in lines
