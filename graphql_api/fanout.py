@@ -4,10 +4,11 @@ Strawberry executes a subscription's document once per event *per subscriber*: a
 deployment cost a thousand executions and a thousand JSON encodings of the same result. Here the websocket
 handlers (`graphql_api.wsguard`) still hand each `subscribe` to Strawberry, so parsing, validation, the
 document limits, the `read` scope, argument checks, NOT_FOUND and error masking stay exactly as they were; but
-`deploymentProgress`, once its checks pass, leaves a `Handover` instead of yielding events. The handler then
-follows the deployment through the process's `ProgressHub` (replay, gap fill, resync, order and no duplicates
-are `ProgressHub.listen`'s, per subscriber as before) and sends each event as a frame built around a payload
-that `Renderer` made once for the subscription's shape: its document, operation name and variables.
+`deploymentProgress`, once its checks pass, leaves a `Handover` instead of yielding events, and the handler
+streams it with `Fanout.follow`: the subscriber replays (and later catches up) from the database on its own,
+then parks on its deployment's feed, one `ProgressHub.listen` per deployment that sends each live event to all
+parked subscribers in one pass. Frames are the view's own JSON around a payload that `Renderer` made once for
+the subscription's shape (its document, operation name and variables), byte for byte what Strawberry sends.
 
 A payload is the document executed against the event, as Strawberry would per subscriber, without any
 request context: `DeploymentEvent`'s fields read only the event, so one subscriber's rendering is every
@@ -19,7 +20,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import logging
 import uuid
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Coroutine
@@ -34,8 +34,6 @@ from strawberry.utils.aio import aclosing
 
 from graphql_api.errors import ErrorPolicy
 from jobs.progress import ProgressEvent, ProgressHub, is_terminal, stored_events
-
-logger = logging.getLogger("deployer.graphql")
 
 #: Parsed documents kept (clients send the same few subscription documents over and over).
 MAX_SHAPES = 256
@@ -148,10 +146,11 @@ class Renderer:
         return [error.formatted for error in self._policy._process_errors(errors)]
 
 
-#: Why a parked subscriber is woken: its final event was sent, or it must read the database (a gap, a send
-#: that blocked, a reconnect, the feed ending).
+#: Why a parked subscriber is woken: its final event was sent; it must read the database (a gap, a send
+#: that blocked, the feed ending); or the feed failed (its error ends the subscription).
 _DONE = "done"
 _CATCH_UP = "catch up"
+_FAILED = "failed"
 
 Send = Callable[[str], Coroutine[Any, Any, None]]
 
@@ -174,13 +173,14 @@ class _Subscriber:
 class _Feed:
     """One deployment followed by this process: one hub listener, and the subscribers parked on it."""
 
-    __slots__ = ("deployment_id", "last", "live", "task")
+    __slots__ = ("deployment_id", "error", "last", "live", "task")
 
     def __init__(self, deployment_id: uuid.UUID, last: int) -> None:
         self.deployment_id = deployment_id
         self.last = last
         self.live: set[_Subscriber] = set()
         self.task: asyncio.Task[None] | None = None
+        self.error: Exception | None = None
 
 
 class Fanout:
@@ -223,7 +223,10 @@ class Fanout:
                     feed = self._start(hub, deployment_id, subscriber.last)
                 elif subscriber.last < feed.last:
                     continue  # the feed moved on while we read the database: read again
-                if await self._park(feed, subscriber) == _DONE:
+                reason = await self._park(feed, subscriber)
+                if reason == _FAILED and feed.error is not None:
+                    raise feed.error
+                if reason == _DONE:
                     break
             if subscriber.pending is not None:  # the final frame goes out before `complete`
                 await _sending(subscriber.pending)
@@ -289,8 +292,10 @@ class Fanout:
                         if subscriber.last >= event.sequence:
                             continue  # it read this one from the database already
                         pending = subscriber.pending
-                        if subscriber.last != event.sequence - 1 or (pending is not None and not pending.done()):
-                            _wake(feed, subscriber, _CATCH_UP)
+                        if pending is not None and _finished_well(pending):
+                            pending = subscriber.pending = None  # a slow send that has finished since
+                        if subscriber.last != event.sequence - 1 or pending is not None:
+                            _wake(feed, subscriber, _CATCH_UP)  # a gap, or a send not (well) finished
                             continue
                         payload = payloads.get(subscriber.shape.key)
                         if payload is None:
@@ -305,11 +310,14 @@ class Fanout:
                             continue
                         if event.final:
                             _wake(feed, subscriber, _DONE)
+        except Exception as exc:
+            feed.error = exc  # the database went away: every parked subscriber reports it and ends
+            raise
         finally:
             if self._feeds.get(feed.deployment_id) is feed:
                 del self._feeds[feed.deployment_id]
             for subscriber in list(feed.live):
-                _wake(feed, subscriber, _CATCH_UP)
+                _wake(feed, subscriber, _CATCH_UP if feed.error is None else _FAILED)
 
 
 def _wake(feed: _Feed, subscriber: _Subscriber, reason: str) -> None:
@@ -318,9 +326,14 @@ def _wake(feed: _Feed, subscriber: _Subscriber, reason: str) -> None:
         subscriber.wake.set_result(reason)
 
 
+def _finished_well(task: asyncio.Task[None]) -> bool:
+    return task.done() and not task.cancelled() and task.exception() is None
+
+
 def _retrieve(task: asyncio.Task[None]) -> None:
-    if not task.cancelled() and task.exception() is not None:
-        logger.warning("a progress feed stopped: %s", type(task.exception()).__name__)
+    """Mark a feed's failure as seen: its subscribers report it (`Fanout.follow`)."""
+    if not task.cancelled():
+        task.exception()
 
 
 class _SendError(Exception):

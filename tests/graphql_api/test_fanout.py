@@ -245,3 +245,17 @@ async def test_metrics_count_subscribers_and_followed_deployments(
                 lines = (await http.get("/metrics")).text.splitlines()
             assert "deployer_progress_listeners 3" in lines
             assert "deployer_progress_channels 1" in lines
+
+
+async def test_a_feed_that_fails_ends_its_subscribers_with_a_masked_error(db: str, redis: Redis) -> None:
+    """When the deployment's feed cannot follow it (here the hub was never started), each subscriber gets its
+    replay, then one INTERNAL_SERVER_ERROR payload, and its stream ends instead of retrying forever."""
+    fanout = Fanout(Renderer(schema, DeploymentEvent.from_progress))
+    row = await Deployment.create()
+    await record(redis, row, "queued")
+    send = GatedSend()
+    await asyncio.wait_for(_follow(fanout, ProgressHub(redis), row, send), 5)
+    assert send.frames[0]["payload"]["data"]["deploymentProgress"]["sequence"] == 1
+    assert send.frames[1]["payload"]["data"] is None
+    assert send.frames[1]["payload"]["errors"][0]["extensions"]["code"] == "INTERNAL_SERVER_ERROR"
+    assert len(send.frames) == 2 and fanout.feeds == 0 and fanout.subscribers == 0
