@@ -380,9 +380,9 @@ class ProgressHub:
             else:
                 await pubsub.unsubscribe(name)
 
-    async def _next(self, queue: asyncio.Queue[object]) -> object:
+    async def _next(self, queue: asyncio.Queue[object], timeout: float | None = None) -> object:
         """The next item, or TimeoutError after a quiet spell (no extra task per wait, unlike `wait_for`)."""
-        async with asyncio.timeout(self._resync_after_s):
+        async with asyncio.timeout(self._resync_after_s if timeout is None else timeout):
             return await queue.get()
 
     def _check_started(self) -> None:
@@ -433,23 +433,31 @@ class ProgressHub:
         """Stream every deployment's new events, live, each once and in order per deployment; never ends.
 
         While such a listener exists the hub subscribes to every deployment's channel (one pattern).
-        Announcements missed while Redis was away (or during a quiet spell) are caught up from the database:
-        events stored since the last one seen, minus a margin for the writers' clocks.
+        Announcements missed while Redis was away are caught up from the database after a reconnect, and every
+        `resync_after_s` anyway (busy or quiet: other deployments' traffic says nothing of a missed one): events
+        stored since the last one seen, minus a margin for the writers' clocks.
         """
         self._check_started()
         queue: asyncio.Queue[object] = asyncio.Queue()
         seen: dict[str, int] = {}
         since = datetime.now(UTC)
+        loop = asyncio.get_running_loop()
+        resync_at = loop.time() + self._resync_after_s
         try:
             await self._join(_PATTERN, queue)
             while True:
+                left = resync_at - loop.time()
                 try:
-                    item = queue.get_nowait() if queue.qsize() else await self._next(queue)
+                    if left <= 0:
+                        item = _RESYNC
+                    else:
+                        item = queue.get_nowait() if queue.qsize() else await self._next(queue, left)
                 except TimeoutError:
                     item = _RESYNC
                 if isinstance(item, ProgressEvent):
                     batch = [item]
                 else:
+                    resync_at = loop.time() + self._resync_after_s
                     rows = await DeploymentEvent.filter(at__gt=since).order_by("at", "id")
                     batch = [ProgressEvent.from_model(row) for row in rows]
                 for event in batch:

@@ -265,3 +265,29 @@ async def test_a_reconnect_resubscribes_and_resyncs_from_the_database(db: str, r
     finally:
         await hub.stop()
         await hub_redis.aclose()
+
+
+async def test_listen_all_catches_up_while_other_deployments_keep_it_busy(hub: ProgressHub, redis: Redis) -> None:
+    """An event stored without an announcement reaches `listen_all` within a resync interval or two even when
+    other deployments' announcements never leave it a quiet spell."""
+    listener = hub.listen_all()
+    busy, quiet = await Deployment.create(), await Deployment.create()
+    await record(redis, busy, "first")  # starts the generator's wait below
+    first = asyncio.ensure_future(anext(listener))
+    await record(None, quiet, "never announced")
+
+    async def chatter() -> None:
+        for i in range(40):
+            await record(redis, busy, f"busy {i}")
+            await asyncio.sleep(0.05)
+
+    talker = asyncio.create_task(chatter())
+    try:
+        event = await asyncio.wait_for(first, 5)
+        while event.deployment_id != str(quiet.id):
+            event = await asyncio.wait_for(anext(listener), 5)
+        assert event.message == "never announced"
+        assert not talker.done()  # found while the other deployment was still talking
+    finally:
+        talker.cancel()
+        await listener.aclose()
