@@ -21,7 +21,7 @@ from __future__ import annotations
 import asyncio
 import json
 import uuid
-from collections import OrderedDict
+from collections import OrderedDict, deque
 from collections.abc import Awaitable, Callable, Coroutine
 from contextvars import ContextVar
 from dataclasses import dataclass, field
@@ -39,6 +39,8 @@ from jobs.progress import ProgressEvent, ProgressHub, is_terminal, stored_events
 MAX_SHAPES = 256
 #: Rendered payloads kept: one per shape and event; a thousand subscribers of one deployment share one.
 MAX_PAYLOADS = 2048
+#: Frames queued for a subscriber that reads slowly; past that it catches up from the database on its own.
+MAX_BACKLOG = 256
 
 
 @dataclass
@@ -158,7 +160,7 @@ Send = Callable[[str], Coroutine[Any, Any, None]]
 class _Subscriber:
     """One handed-over subscription: its shape, frame prefix and send, and the last sequence it was sent."""
 
-    __slots__ = ("last", "pending", "prefix", "send", "shape", "wake")
+    __slots__ = ("backlog", "last", "pending", "prefix", "send", "shape", "wake")
 
     def __init__(self, shape: Shape, prefix: str, send: Send, last: int) -> None:
         self.shape = shape
@@ -166,8 +168,15 @@ class _Subscriber:
         self.send = send
         self.last = last
         self.wake: asyncio.Future[str] | None = None
-        #: A send the feed started that could not finish at once (the client reads slowly).
+        #: A send the feed started that could not finish at once (the client reads slowly), then the backlog.
         self.pending: asyncio.Task[None] | None = None
+        #: Frames the feed queued behind `pending`, in order.
+        self.backlog: deque[str] = deque()
+
+    async def drain(self) -> None:
+        """Send the backlog, in order (runs in `pending`, after the send that had to wait)."""
+        while self.backlog:
+            await self.send(self.backlog.popleft())
 
 
 class _Feed:
@@ -190,13 +199,16 @@ class Fanout:
     catch-up), then parks on the deployment's feed once it is level with it. The feed is one
     `ProgressHub.listen` (ordered, no duplicates, gaps filled and resyncs done once per deployment, not once per
     subscriber); for each event it renders one payload per shape and sends it to every parked subscriber that
-    is exactly one event behind, in one pass, like a bare broadcast. A subscriber that is not (a gap), or whose
-    previous send has not finished (a slow reader), is woken to catch up from the database on its own, so one
-    slow client never holds up the others and nobody gets an event twice or out of order.
+    is exactly one event behind, in one pass, like a bare broadcast. A send that would wait (a slow reader)
+    goes on in a task of its own with the frames that follow queued behind it, up to `max_backlog`; a
+    subscriber further behind than that, or not exactly one event behind (a gap), is woken to catch up from
+    the database itself. One slow client never holds up the others, and nobody gets an event twice or out of
+    order.
     """
 
-    def __init__(self, renderer: Renderer) -> None:
+    def __init__(self, renderer: Renderer, *, max_backlog: int = MAX_BACKLOG) -> None:
         self.renderer = renderer
+        self._max_backlog = max_backlog
         self._feeds: dict[uuid.UUID, _Feed] = {}
         #: Handed-over subscriptions streaming now (for `/metrics`).
         self.subscribers = 0
@@ -294,20 +306,26 @@ class Fanout:
                         pending = subscriber.pending
                         if pending is not None and _finished_well(pending):
                             pending = subscriber.pending = None  # a slow send that has finished since
-                        if subscriber.last != event.sequence - 1 or pending is not None:
-                            _wake(feed, subscriber, _CATCH_UP)  # a gap, or a send not (well) finished
+                        if subscriber.last != event.sequence - 1 or (
+                            pending is not None and (pending.done() or len(subscriber.backlog) >= self._max_backlog)
+                        ):
+                            _wake(feed, subscriber, _CATCH_UP)  # a gap, a failed send, or too far behind
                             continue
                         payload = payloads.get(subscriber.shape.key)
                         if payload is None:
                             payload = payloads[subscriber.shape.key] = await self.renderer.payload(
                                 subscriber.shape, event
                             )
+                        frame = subscriber.prefix + payload + "}"
                         subscriber.last = event.sequence
-                        try:
-                            subscriber.pending = send_now(subscriber.send(subscriber.prefix + payload + "}"))
-                        except Exception:  # the client is gone; its own task finds out when it sends
-                            _wake(feed, subscriber, _CATCH_UP)
-                            continue
+                        if pending is not None:
+                            subscriber.backlog.append(frame)  # behind the send still waiting
+                        else:
+                            try:
+                                subscriber.pending = send_now(subscriber.send(frame), then=subscriber.drain)
+                            except Exception:  # the client is gone; its own task finds out when it sends
+                                _wake(feed, subscriber, _CATCH_UP)
+                                continue
                         if event.final:
                             _wake(feed, subscriber, _DONE)
         except Exception as exc:
@@ -347,9 +365,12 @@ async def _sending(awaitable: Awaitable[None]) -> None:
         raise _SendError from exc
 
 
-def send_now(send: Coroutine[Any, Any, None]) -> asyncio.Task[None] | None:
+def send_now(
+    send: Coroutine[Any, Any, None], *, then: Callable[[], Awaitable[None]] | None = None
+) -> asyncio.Task[None] | None:
     """Run a send as far as it goes without waiting; if it must wait (the client's buffer is full), the rest
-    runs in a task, which is returned. None when the frame was handed to the transport at once.
+    runs in a task, followed by `then()`, and the task is returned. None when the frame was handed to the
+    transport at once.
 
     A broadcast to a thousand websockets then costs no task switch per subscriber, while a slow reader
     still cannot hold up the loop. Errors raised before the send waits propagate.
@@ -358,11 +379,13 @@ def send_now(send: Coroutine[Any, Any, None]) -> asyncio.Task[None] | None:
         waiting_on = send.send(None)
     except StopIteration:
         return None
-    return asyncio.ensure_future(_finish(send, waiting_on))
+    return asyncio.ensure_future(_finish(send, waiting_on, then))
 
 
-async def _finish(send: Coroutine[Any, Any, None], waiting_on: object) -> None:
-    """Drive a send that stopped on `waiting_on` (a future, or None for a bare yield) to its end."""
+async def _finish(
+    send: Coroutine[Any, Any, None], waiting_on: object, then: Callable[[], Awaitable[None]] | None
+) -> None:
+    """Drive a send that stopped on `waiting_on` (a future, or None for a bare yield) to its end, then `then()`."""
     try:
         while True:
             if isinstance(waiting_on, asyncio.Future):
@@ -373,10 +396,12 @@ async def _finish(send: Coroutine[Any, Any, None], waiting_on: object) -> None:
             try:
                 waiting_on = send.send(None)
             except StopIteration:
-                return
+                break
     except BaseException:
         send.close()
         raise
+    if then is not None:
+        await then()
 
 
 def frame_prefix(encode: Callable[[object], str], message: dict[str, object]) -> str:

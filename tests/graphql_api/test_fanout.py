@@ -179,13 +179,14 @@ async def _follow(fanout: Fanout, hub: ProgressHub, row: Deployment, send: Gated
     await fanout.follow(hub, handover, prefix='{"id":"1","type":"next","payload":', send=send)
 
 
-async def test_a_slow_reader_holds_up_nobody(db: str, redis: Redis) -> None:
-    """While one subscriber's send is stuck, the others get every live event; the stuck one then gets the rest
-    from the database, each event once and in order."""
+@pytest.mark.parametrize("max_backlog", [256, 2])
+async def test_a_slow_reader_holds_up_nobody(db: str, redis: Redis, max_backlog: int) -> None:
+    """While one subscriber's send is stuck, the others get every live event; the stuck one then gets the rest,
+    each event once and in order: queued behind the stuck send, or (past `max_backlog`) from the database."""
     hub = ProgressHub(redis)
     await hub.start()
     try:
-        fanout = Fanout(Renderer(schema, DeploymentEvent.from_progress))
+        fanout = Fanout(Renderer(schema, DeploymentEvent.from_progress), max_backlog=max_backlog)
         row = await Deployment.create()
         await record(redis, row, "queued")
         fast, slow = GatedSend(), GatedSend(block_at=3)
