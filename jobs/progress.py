@@ -445,6 +445,7 @@ class ProgressHub:
         resync_at = loop.time() + self._resync_after_s
         try:
             await self._join(_PATTERN, queue)
+            queue.put_nowait(_RESYNC)  # what was announced before Redis confirmed the pattern is in the database
             while True:
                 left = resync_at - loop.time()
                 try:

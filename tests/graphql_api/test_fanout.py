@@ -130,6 +130,7 @@ async def test_a_subscriber_leaving_stops_only_its_stream(make_app: Callable[...
     app = make_app()
     async with served(app) as url:
         hub = app.state.services.hub
+        fanout: Fanout = app.state.graphql.fanout
         row = await _deploy(url)
         async with ws_client(url, "graphql-transport-ws") as leaving, ws_client(url, "graphql-ws") as staying:
             for client in (leaving, staying):
@@ -138,10 +139,11 @@ async def test_a_subscriber_leaving_stops_only_its_stream(make_app: Callable[...
                 await client.receive()
             await leaving.send({"id": "1", "type": "complete"})
             for _ in range(100):
-                if hub.listener_count == 1:
+                if fanout.subscribers == 1:
                     break
                 await asyncio.sleep(0.02)
-            assert hub.listener_count == 1
+            assert fanout.subscribers == 1
+            assert hub.listener_count == 1  # the deployment's feed
             await _events(redis, row)
             frames = await _frames(staying)
             assert [json.loads(f)["payload"]["data"]["deploymentProgress"]["sequence"] for f in frames[:-1]] == [

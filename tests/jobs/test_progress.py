@@ -291,3 +291,24 @@ async def test_listen_all_catches_up_while_other_deployments_keep_it_busy(hub: P
     finally:
         talker.cancel()
         await listener.aclose()
+
+
+async def test_listen_all_delivers_what_came_before_redis_confirmed_it(db: str, redis: Redis) -> None:
+    """An event announced after `listen_all` registered but before Redis confirmed its pattern arrives at once
+    from the database, not after a resync interval."""
+    hub = ProgressHub(redis, resync_after_s=60)
+    await hub.start()
+    try:
+        listener = hub.listen_all()
+        first = asyncio.ensure_future(anext(listener))
+        while hub.listener_count == 0:
+            await asyncio.sleep(0)
+        deployment = await Deployment.create()
+        await record(redis, deployment, "right away")
+        event = await asyncio.wait_for(first, 5)
+        while event.deployment_id != str(deployment.id):
+            event = await asyncio.wait_for(anext(listener), 5)
+        assert event.message == "right away"
+        await listener.aclose()
+    finally:
+        await hub.stop()
