@@ -196,7 +196,9 @@ async def test_the_hub_subscribes_only_to_followed_deployments(db: str, redis_ur
         any_event = asyncio.ensure_future(anext(everything))
         await _wait_for(lambda: _client_field(redis_url, name, "psub", "1"))
         await record(redis, other, "seen by listen_all only")
-        assert (await asyncio.wait_for(any_event, 5)).deployment_id == str(other.id)
+        event = await asyncio.wait_for(any_event, 5)
+        while event.deployment_id != str(other.id):  # a shared Redis carries other installations' events too
+            event = await asyncio.wait_for(anext(everything), 5)
         await everything.aclose()
         await _wait_for(lambda: _client_field(redis_url, name, "psub", "0"))
 
