@@ -19,6 +19,7 @@ import contextlib
 import json
 import logging
 import uuid
+from collections import OrderedDict
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -385,6 +386,22 @@ class ProgressHub:
         async with asyncio.timeout(self._resync_after_s if timeout is None else timeout):
             return await queue.get()
 
+    @staticmethod
+    async def _ours(deployment_id: str, foreign: OrderedDict[str, None]) -> bool:
+        """Whether a deployment is in our database: pub/sub ignores Redis database numbers, so installations
+        sharing a Redis server hear each other's announcements. Foreign ids are remembered (the latest 1,000)."""
+        if deployment_id in foreign:
+            return False
+        try:
+            ours = await Deployment.filter(id=uuid.UUID(deployment_id)).exists()
+        except ValueError:
+            ours = False
+        if not ours:
+            foreign[deployment_id] = None
+            if len(foreign) > 1000:
+                foreign.popitem(last=False)
+        return ours
+
     def _check_started(self) -> None:
         if self._task is None or not self._ready.is_set():
             raise RuntimeError("ProgressHub.start() must be awaited before listening")
@@ -440,6 +457,7 @@ class ProgressHub:
         self._check_started()
         queue: asyncio.Queue[object] = asyncio.Queue()
         seen: dict[str, int] = {}
+        foreign: OrderedDict[str, None] = OrderedDict()
         since = datetime.now(UTC)
         loop = asyncio.get_running_loop()
         resync_at = loop.time() + self._resync_after_s
@@ -463,6 +481,8 @@ class ProgressHub:
                     batch = [ProgressEvent.from_model(row) for row in rows]
                 for event in batch:
                     if event.sequence <= seen.get(event.deployment_id, 0):
+                        continue
+                    if event.deployment_id not in seen and not await self._ours(event.deployment_id, foreign):
                         continue
                     seen[event.deployment_id] = event.sequence
                     since = max(since, event.at - ALL_CATCH_UP_MARGIN)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
+from datetime import UTC, datetime
 
 import pytest
 from redis.asyncio import Redis
@@ -314,3 +315,23 @@ async def test_listen_all_delivers_what_came_before_redis_confirmed_it(db: str, 
         await listener.aclose()
     finally:
         await hub.stop()
+
+
+async def test_listen_all_ignores_deployments_of_other_installations(hub: ProgressHub, redis: Redis) -> None:
+    """Pub/sub ignores Redis database numbers: an announcement of a deployment our database does not hold (another
+    installation on the same Redis server) is not passed on."""
+    listener = hub.listen_all()
+    first = asyncio.ensure_future(anext(listener))
+    while hub.listener_count == 0:
+        await asyncio.sleep(0.01)
+    await asyncio.sleep(0.2)
+    stranger = uuid.uuid4()
+    foreign = ProgressEvent(
+        str(stranger), 1, DeploymentStatus.QUEUED, DeploymentStage.QUEUED, "elsewhere", None, datetime.now(UTC)
+    )
+    await redis.publish(channel(stranger), foreign.to_json())
+    ours = await Deployment.create()
+    await record(redis, ours, "here")
+    event = await asyncio.wait_for(first, 5)
+    assert (event.deployment_id, event.message) == (str(ours.id), "here")
+    await listener.aclose()
