@@ -27,6 +27,7 @@ MODULES: list[str] = [
     "bench.budget",
     "bench.polls",
     "bench.fleet",
+    "bench.subscribers",
 ]
 
 

@@ -31,11 +31,13 @@ from clients.digitalocean import DigitalOceanClient
 from graphql_api.auth import ADMIN, Authenticator, bearer_token
 from graphql_api.context import DeployerGraphQL, Services, ServicesProvider
 from graphql_api.edge import EdgeGuard
+from graphql_api.fanout import Fanout, Renderer
 from graphql_api.graphiql import ASSETS_PATH
 from graphql_api.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from graphql_api.metrics import render_metrics
 from graphql_api.schema import schema
 from graphql_api.status_page import status_page_routes
+from graphql_api.types import DeploymentEvent
 from graphql_api.wsguard import ConnectionRegistry
 from jobs.budget import client_hooks, cloud_budgets
 from jobs.catalog import Catalog
@@ -178,7 +180,12 @@ def create_app(
     connections = ConnectionRegistry(per_token=settings.limits.ws_per_token)
     assets_dir = Path(settings.assets_dir)
     view = DeployerGraphQL(
-        schema, services=provider, authenticator=authenticator, connections=connections, assets_dir=assets_dir
+        schema,
+        services=provider,
+        authenticator=authenticator,
+        connections=connections,
+        assets_dir=assets_dir,
+        fanout=Fanout(Renderer(schema, DeploymentEvent.from_progress)),
     )
 
     async def healthz(request: Request) -> JSONResponse:
@@ -204,7 +211,9 @@ def create_app(
             return PlainTextResponse("unauthenticated\n", status_code=401, headers={"WWW-Authenticate": "Bearer"})
         if ADMIN not in caller.scopes:
             return PlainTextResponse("forbidden: the admin scope is needed\n", status_code=403)
-        return Response(await render_metrics(services), media_type=METRICS_CONTENT_TYPE)
+        subscribers = view.fanout.subscribers if view.fanout is not None else None
+        body = await render_metrics(services, progress_subscribers=subscribers)
+        return Response(body, media_type=METRICS_CONTENT_TYPE)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
@@ -236,6 +245,7 @@ def create_app(
     app = Starlette(routes=routes, lifespan=lifespan, middleware=[guard])
     app.state.authenticator = authenticator
     app.state.connections = connections
+    app.state.graphql = view
     return app
 
 

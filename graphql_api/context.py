@@ -41,6 +41,7 @@ from clients.coolify import CoolifyClient
 from graphql_api.auth import ANONYMOUS, Authenticator, Caller, bearer_token, connection_params_token
 from graphql_api.edge import connection_of
 from graphql_api.errors import DeployerError, RateLimitedError, UnauthenticatedError
+from graphql_api.fanout import Fanout
 from graphql_api.graphiql import graphiql_page
 from graphql_api.logcontext import caller_var
 from graphql_api.payload import PayloadError, check_http_envelope, decode_json
@@ -118,6 +119,8 @@ class DeployerGraphQL(GraphQL[Context, None]):
     Args:
         connections: the open websockets, counted per token (and closed when their token is removed).
         assets_dir: where `deployer assets` put GraphiQL's files (None: Strawberry's own CDN page).
+        fanout: streams `deploymentProgress` events rendered once for every subscriber of a shape (None:
+            Strawberry executes the document once per subscriber and event).
     """
 
     websocket_adapter_class = StrictWebSocketAdapter
@@ -132,6 +135,7 @@ class DeployerGraphQL(GraphQL[Context, None]):
         authenticator: Authenticator,
         connections: ConnectionRegistry | None = None,
         assets_dir: Path | None = None,
+        fanout: Fanout | None = None,
     ) -> None:
         super().__init__(
             schema,
@@ -143,6 +147,7 @@ class DeployerGraphQL(GraphQL[Context, None]):
         self._authenticator = authenticator
         self.connections = connections or ConnectionRegistry(per_token=100)
         self._assets_dir = assets_dir
+        self.fanout = fanout
 
     async def render_graphql_ide(self, request: Request) -> Response:
         """GraphiQL from the local assets folder (or deployer's own query page when it is missing)."""

@@ -26,8 +26,14 @@ def _gauge(name: str, help_text: str, samples: list[tuple[dict[str, str], float]
     return lines
 
 
-async def render_metrics(services: Services) -> str:
-    """The current metrics in Prometheus text format."""
+async def render_metrics(services: Services, *, progress_subscribers: int | None = None) -> str:
+    """The current metrics in Prometheus text format.
+
+    Args:
+        progress_subscribers: `deploymentProgress` subscriptions streaming through the fan-out (None: the
+            hub's listeners are the subscribers, as without fan-out).
+    """
+    subscribers = services.hub.listener_count if progress_subscribers is None else progress_subscribers
     rows = await Deployment.annotate(n=Count("id")).group_by("status").values_list("status", "n")
     counts = {DeploymentStatus(status): int(n) for status, n in rows}
     usage = await slot_usage(services.settings.max_active_droplets)
@@ -44,7 +50,12 @@ async def render_metrics(services: Services) -> str:
         *_gauge(
             "deployer_progress_listeners",
             "deploymentProgress subscribers connected to this process.",
-            [({}, float(services.hub.listener_count))],
+            [({}, float(subscribers))],
+        ),
+        *_gauge(
+            "deployer_progress_channels",
+            "Deployments whose progress channel this process subscribes to (the ones its clients follow).",
+            [({}, float(len(services.hub.channels)))],
         ),
         *await _budget_counters(services),
     ]

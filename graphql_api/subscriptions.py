@@ -12,6 +12,7 @@ from strawberry.types import Info
 from graphql_api.auth import CanRead
 from graphql_api.context import Context
 from graphql_api.errors import BadUserInputError
+from graphql_api.fanout import HANDOVER
 from graphql_api.queries import load_deployment
 from graphql_api.types import DeploymentEvent
 from graphql_api.updates import DeploymentUpdate, follow_updates
@@ -26,6 +27,11 @@ async def follow_progress(
     if after < 0:
         raise BadUserInputError([("afterSequence", "must be 0 or more")])
     row = await load_deployment(id)
+    handover = HANDOVER.get()
+    if handover is not None and not handover.taken:
+        # Over a websocket: the handler streams the events, rendered once for every subscriber of this shape.
+        handover.deployment_id, handover.after = row.id, after
+        return
     # A client disconnect arrives as cancellation (or close); closing the listener unregisters it.
     listener = info.context.hub.listen(row.id, after_sequence=after)
     events = cast("AsyncGenerator[ProgressEvent, None]", listener)

@@ -9,6 +9,9 @@ The legacy `graphql-ws` protocol has no deadline for `connection_init` in Strawb
 a connection that has not been acknowledged within the view's `connection_init_wait_timeout` with 4408, as
 `graphql-transport-ws` does.
 
+Both handlers hand `deploymentProgress` over to `graphql_api.fanout` once Strawberry has checked it: its events
+are then rendered once per subscription shape and the same payload goes to every subscriber.
+
 `ConnectionRegistry` counts open websockets per token (`DEPLOYER_MAX_WS_PER_TOKEN`) and, when the tokens file
 is re-read, closes with 4401 those opened with a token that is gone.
 """
@@ -25,12 +28,15 @@ from typing import Any
 from starlette.websockets import WebSocketState
 from strawberry.asgi import ASGIWebSocketAdapter
 from strawberry.http.exceptions import WebSocketDisconnected
-from strawberry.subscriptions.protocols.graphql_transport_ws.handlers import BaseGraphQLTransportWSHandler
+from strawberry.schema.schema import StreamResult
+from strawberry.subscriptions.protocols.graphql_transport_ws.handlers import BaseGraphQLTransportWSHandler, Operation
 from strawberry.subscriptions.protocols.graphql_transport_ws.types import Message
 from strawberry.subscriptions.protocols.graphql_ws.handlers import BaseGraphQLWSHandler
-from strawberry.subscriptions.protocols.graphql_ws.types import OperationMessage
+from strawberry.subscriptions.protocols.graphql_ws.types import CompleteMessage, ErrorMessage, OperationMessage
+from strawberry.types.execution import PreExecutionError
 
 from graphql_api.edge import Connection
+from graphql_api.fanout import HANDOVER, Fanout, Handover, frame_prefix
 from graphql_api.payload import PayloadError, decode_json, graphql_ws_problem, transport_ws_problem
 
 logger = logging.getLogger("deployer.graphql")
@@ -68,6 +74,12 @@ class StrictWebSocketAdapter(ASGIWebSocketAdapter):
             return
         await super().send_json(message)
 
+    async def send_text(self, text: str) -> None:
+        """Send a frame that is JSON already (a fanned-out event), unless the socket is closed."""
+        if self.ws.application_state == WebSocketState.DISCONNECTED:
+            return
+        await self.ws.send_text(text)
+
     async def close(self, code: int, reason: str) -> None:
         """Close unless the socket is already closed (by us, by the edge, or by the client)."""
         if self.ws.application_state == WebSocketState.DISCONNECTED:
@@ -93,6 +105,23 @@ class TransportWSHandler(BaseGraphQLTransportWSHandler[Any, None]):
             logger.debug("websocket closed while an operation was answering")
             return
         await super().handle_task_exception(error)
+
+    async def _send_result_stream(self, operation: Operation[Any, None], result_source: StreamResult) -> None:
+        """Strawberry's stream; then, when `deploymentProgress` handed over, its events as shared payloads."""
+        fanout = _fanout(self.view)
+        if fanout is None:
+            await super()._send_result_stream(operation, result_source)
+            return
+        handover = Handover(operation.query, operation.operation_name, operation.variables)
+        token = HANDOVER.set(handover)
+        try:
+            await super()._send_result_stream(operation, result_source)
+        finally:
+            HANDOVER.reset(token)
+        if not handover.taken:
+            return
+        prefix = frame_prefix(self.view.encode_json_string, {"id": operation.id, "type": "next"})
+        await fanout.follow(self.context.hub, handover, prefix=prefix, send=_adapter(self.websocket).send_text)
 
     async def handle_message(self, message: Message) -> None:
         """Close with 4400 on a malformed message, else handle it as Strawberry does."""
@@ -121,6 +150,47 @@ class LegacyWSHandler(BaseGraphQLWSHandler[Any, None]):
         if not self.connection_acknowledged:
             await self.websocket.close(INIT_TIMEOUT, "Connection initialisation timeout")
 
+    async def handle_async_results(
+        self, operation_id: str, query: str, operation_name: str | None, variables: dict[str, object] | None
+    ) -> None:
+        """Strawberry's loop, with `deploymentProgress` handed over to shared payloads as in graphql-transport-ws."""
+        fanout = _fanout(self.view)
+        if fanout is None:
+            await super().handle_async_results(operation_id, query, operation_name, variables)
+            return
+        handover = Handover(query, operation_name, variables)
+        try:
+            token = HANDOVER.set(handover)
+            try:
+                result_source = await self.schema.subscribe(
+                    query=query,
+                    variable_values=variables,
+                    operation_name=operation_name,
+                    context_value=self.context,
+                    root_value=self.root_value,
+                )
+                self.subscriptions[operation_id] = result_source
+                is_first_result = True
+                async for result in result_source:
+                    if is_first_result and isinstance(result, PreExecutionError):
+                        assert result.errors
+                        error = ErrorMessage(type="error", id=operation_id, payload=result.errors[0].formatted)
+                        await self.send_message(error)
+                        return
+                    await self.send_data_message(result, operation_id)
+                    is_first_result = False
+            finally:
+                HANDOVER.reset(token)
+            if handover.taken:
+                prefix = frame_prefix(self.view.encode_json_string, {"type": "data", "id": operation_id})
+                await fanout.follow(self.context.hub, handover, prefix=prefix, send=_adapter(self.websocket).send_text)
+            await self.send_message(CompleteMessage(type="complete", id=operation_id))
+        except asyncio.CancelledError:
+            await self.send_message(CompleteMessage(type="complete", id=operation_id))
+        finally:
+            self.subscriptions.pop(operation_id, None)
+            self.tasks.pop(operation_id, None)
+
     async def handle_message(self, message: OperationMessage) -> None:
         """Close with 4400 on a malformed message, else handle it as Strawberry does."""
         problem = graphql_ws_problem(message)
@@ -128,6 +198,17 @@ class LegacyWSHandler(BaseGraphQLWSHandler[Any, None]):
             await self.websocket.close(BAD_MESSAGE, problem)
             return
         await super().handle_message(message)
+
+
+def _fanout(view: object) -> Fanout | None:
+    """The view's fan-out (None: every subscriber is executed by Strawberry, as before)."""
+    fanout = getattr(view, "fanout", None)
+    return fanout if isinstance(fanout, Fanout) else None
+
+
+def _adapter(websocket: object) -> StrictWebSocketAdapter:
+    assert isinstance(websocket, StrictWebSocketAdapter)
+    return websocket
 
 
 class ConnectionRegistry:

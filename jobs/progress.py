@@ -4,10 +4,12 @@ Writers call `record()`: it updates the deployment row and inserts the `Deployme
 then publishes the event on the deployment's channel. The database is the source of truth; pub/sub is only the
 doorbell, so a lost announcement is repaired by re-reading the database.
 
-Readers use `ProgressHub.listen()`. One hub per process holds a single pattern subscription for every
-deployment channel and fans messages out to local queues, so a thousand subscribers cost one Redis connection.
-`listen()` registers with the hub before it replays stored events (subscribe, then replay), drops anything
-with a sequence it has already yielded, fills gaps from the database, and stops after the final event.
+Readers use `ProgressHub.listen()`. One hub per process holds one pub/sub connection, subscribed to the
+channels of the deployments its listeners follow (and to every channel only while someone follows them all),
+and fans each message out to local queues, parsed once: a thousand subscribers cost one Redis connection and
+one subscription. `listen()` has Redis confirm the deployment's channel before it replays stored events
+(subscribe, then replay), drops anything with a sequence it has already yielded, fills gaps from the database,
+and stops after the final event.
 """
 
 from __future__ import annotations
@@ -17,12 +19,14 @@ import contextlib
 import json
 import logging
 import uuid
+from collections import OrderedDict
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from redis.asyncio import Redis
+from redis.asyncio.client import PubSub
 from redis.exceptions import RedisError
 from tortoise.exceptions import IntegrityError
 from tortoise.transactions import in_transaction
@@ -42,6 +46,10 @@ CHANNEL_PREFIX = "deployer:progress:"
 RESYNC_AFTER_S = 10.0
 #: `listen_all` catches up on events stored this long before the newest it has seen (writers' clocks differ).
 ALL_CATCH_UP_MARGIN = timedelta(seconds=5)
+#: How long a new listener waits for Redis to confirm its channel before it replays anyway.
+CONFIRM_TIMEOUT_S = 5.0
+#: The pattern of every deployment's channel, subscribed only while someone follows them all (`listen_all`).
+_PATTERN = f"{CHANNEL_PREFIX}*"
 
 
 def channel(deployment_id: uuid.UUID | str) -> str:
@@ -178,23 +186,38 @@ async def stored_events(deployment_id: uuid.UUID | str, *, after: int = 0) -> li
 _RESYNC = object()
 
 
-async def _is_terminal(deployment_id: uuid.UUID | str) -> bool:
+async def is_terminal(deployment_id: uuid.UUID | str) -> bool:
+    """Whether the deployment is in a terminal status now."""
     return await Deployment.filter(id=deployment_id, status__in=list(TERMINAL_STATUSES)).exists()
 
 
 class ProgressHub:
-    """One pattern subscription per process, fanned out to every local listener.
+    """One Redis pub/sub connection per process, subscribed only to the deployments its listeners follow.
 
-    Start it once (the API's lifespan) with `start()`, stop it with `stop()`. After a Redis reconnect it tells
-    every listener to re-read the database, so nothing published while it was away is lost.
+    Start it once (the API's lifespan) with `start()`, stop it with `stop()`. The first listener of a deployment
+    subscribes its channel (and waits until Redis confirms, so nothing announced after its replay is missed);
+    the last one to leave unsubscribes it. The pattern for every deployment is subscribed only while a
+    `listen_all` listener exists. After a Redis reconnect every channel is subscribed again and, once Redis
+    confirms it, its listeners re-read the database, so nothing published while the hub was away is lost.
     """
 
-    def __init__(self, redis: Redis, *, resync_after_s: float = RESYNC_AFTER_S) -> None:
+    def __init__(
+        self, redis: Redis, *, resync_after_s: float = RESYNC_AFTER_S, confirm_timeout_s: float = CONFIRM_TIMEOUT_S
+    ) -> None:
         self._redis = redis
         self._resync_after_s = resync_after_s
+        self._confirm_timeout_s = confirm_timeout_s
         self._queues: dict[str, set[asyncio.Queue[object]]] = {}
         #: Listeners of every deployment's events (`listen_all`).
         self._all: set[asyncio.Queue[object]] = set()
+        #: Listeners waiting for Redis to confirm their channel (or the pattern, under `_PATTERN`).
+        self._waiting: dict[str, dict[asyncio.Queue[object], asyncio.Future[None]]] = {}
+        #: Channels (and `_PATTERN`) Redis has confirmed on the current connection.
+        self._confirmed: set[str] = set()
+        #: A channel of this hub alone, so that the connection is always subscribed to something.
+        self._control = f"deployer:progress-hub:{uuid.uuid4().hex}"
+        self._pubsub: PubSub | None = None
+        self._chores: set[asyncio.Task[None]] = set()
         self._task: asyncio.Task[None] | None = None
         self._ready = asyncio.Event()
 
@@ -203,8 +226,13 @@ class ProgressHub:
         """How many listeners are registered (for metrics and tests)."""
         return sum(len(queues) for queues in self._queues.values()) + len(self._all)
 
+    @property
+    def channels(self) -> frozenset[str]:
+        """The deployment channels this process follows now (for metrics and tests)."""
+        return frozenset(self._queues)
+
     async def start(self, timeout: float = 10.0) -> None:
-        """Subscribe and wait until Redis has confirmed the subscription."""
+        """Connect and wait until Redis has confirmed the hub's own channel."""
         if self._task is None:
             self._task = asyncio.create_task(self._run(), name="progress-hub")
         await asyncio.wait_for(self._ready.wait(), timeout)
@@ -216,6 +244,8 @@ class ProgressHub:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
             self._task = None
+        for chore in list(self._chores):
+            chore.cancel()
         self._broadcast(_RESYNC)
 
     def _broadcast(self, item: object) -> None:
@@ -227,20 +257,17 @@ class ProgressHub:
         delay = 0.1
         while True:
             pubsub = self._redis.pubsub()
+            self._pubsub = pubsub
+            self._confirmed.clear()
             try:
-                await pubsub.psubscribe(f"{CHANNEL_PREFIX}*")
+                await pubsub.subscribe(self._control, *self._queues)
+                if self._all:
+                    await pubsub.psubscribe(_PATTERN)
                 while True:
                     message = await pubsub.get_message(timeout=1.0)
-                    if message is None:
-                        continue
-                    kind = message.get("type")
-                    if kind == "psubscribe":
-                        if self._ready.is_set():
-                            self._broadcast(_RESYNC)  # a reconnect: whatever came meanwhile is in the DB
-                        self._ready.set()
+                    if message is not None:
                         delay = 0.1
-                    elif kind == "pmessage":
-                        self._dispatch(message["channel"], message["data"])
+                        self._handle(message)
             except asyncio.CancelledError:
                 raise
             except (RedisError, OSError) as exc:
@@ -248,21 +275,136 @@ class ProgressHub:
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 5.0)
             finally:
+                self._pubsub = None
                 with contextlib.suppress(Exception):
                     await pubsub.aclose()  # type: ignore[no-untyped-call]
 
-    def _dispatch(self, raw_channel: bytes | str, data: bytes | str) -> None:
-        name = raw_channel.decode() if isinstance(raw_channel, bytes) else raw_channel
-        queues = self._queues.get(name)
-        if not queues and not self._all:
+    def _handle(self, message: dict[str, Any]) -> None:
+        kind = message.get("type")
+        if kind == "message":
+            self._dispatch(_text(message["channel"]), message["data"], pattern=False)
+        elif kind == "pmessage":
+            self._dispatch(_text(message["channel"]), message["data"], pattern=True)
+        elif kind == "subscribe":
+            name = _text(message["channel"])
+            if name == self._control:
+                self._ready.set()
+            elif name in self._queues:
+                self._confirm(name, self._queues[name])
+        elif kind == "psubscribe" and self._all:
+            self._confirm(_PATTERN, self._all)
+        elif kind == "unsubscribe":
+            self._confirmed.discard(_text(message["channel"]))
+        elif kind == "punsubscribe":
+            self._confirmed.discard(_PATTERN)
+
+    def _confirm(self, name: str, queues: set[asyncio.Queue[object]]) -> None:
+        """Redis confirmed a (re)subscription: release those waiting for it, resync those already listening."""
+        self._confirmed.add(name)
+        waiting = self._waiting.pop(name, {})
+        for future in waiting.values():
+            if not future.done():
+                future.set_result(None)
+        for queue in queues:
+            if queue not in waiting:
+                queue.put_nowait(_RESYNC)  # a reconnect: whatever came meanwhile is in the database
+
+    def _dispatch(self, name: str, data: bytes | str, *, pattern: bool) -> None:
+        queues = self._all if pattern else self._queues.get(name)
+        if not queues:
             return
         try:
             event = ProgressEvent.from_json(data)
         except (ValueError, KeyError, TypeError):
             logger.warning("ignoring a malformed progress message", extra={"channel": name})
             return
-        for queue in (*(queues or ()), *self._all):
+        for queue in queues:
             queue.put_nowait(event)
+
+    async def _join(self, name: str, queue: asyncio.Queue[object]) -> None:
+        """Register a listener of `name` (a channel, or `_PATTERN`), subscribing first if it is the first one.
+
+        Waits until Redis confirms the subscription, at most `confirm_timeout_s`: without Redis the listener
+        still replays and resyncs from the database, and the confirmation after a reconnect wakes it.
+        """
+        listeners = self._all if name == _PATTERN else self._queues.setdefault(name, set())
+        first = not listeners
+        listeners.add(queue)
+        if name in self._confirmed:
+            return
+        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._waiting.setdefault(name, {})[queue] = future
+        try:
+            pubsub = self._pubsub
+            if first and pubsub is not None:
+                with contextlib.suppress(RedisError, OSError):  # the reader reconnects and subscribes again
+                    if name == _PATTERN:
+                        await pubsub.psubscribe(_PATTERN)
+                    else:
+                        await pubsub.subscribe(name)
+            with contextlib.suppress(TimeoutError):
+                # Not `wait_for`: on Python 3.11 it swallows a cancellation that races the confirmation.
+                async with asyncio.timeout(self._confirm_timeout_s):
+                    await future
+        finally:
+            waiting = self._waiting.get(name)
+            if waiting is not None:
+                waiting.pop(queue, None)
+                if not waiting:
+                    del self._waiting[name]
+
+    def _leave(self, name: str, queue: asyncio.Queue[object]) -> None:
+        """Unregister a listener; the last one of a channel (or of the pattern) unsubscribes it."""
+        listeners = self._all if name == _PATTERN else self._queues.get(name)
+        if listeners is None:
+            return
+        listeners.discard(queue)
+        waiting = self._waiting.get(name)
+        if waiting is not None:
+            waiting.pop(queue, None)
+        if listeners:
+            return
+        if name != _PATTERN:
+            del self._queues[name]
+        self._confirmed.discard(name)
+        chore = asyncio.get_running_loop().create_task(self._unsubscribe(name))
+        self._chores.add(chore)
+        chore.add_done_callback(self._chores.discard)
+
+    async def _unsubscribe(self, name: str) -> None:
+        pubsub = self._pubsub
+        if pubsub is None or (self._all if name == _PATTERN else name in self._queues):
+            return  # someone follows it again, or the reader will not subscribe it after reconnecting
+        with contextlib.suppress(RedisError, OSError):
+            if name == _PATTERN:
+                await pubsub.punsubscribe(_PATTERN)
+            else:
+                await pubsub.unsubscribe(name)
+
+    async def _next(self, queue: asyncio.Queue[object], timeout: float | None = None) -> object:
+        """The next item, or TimeoutError after a quiet spell (no extra task per wait, unlike `wait_for`)."""
+        async with asyncio.timeout(self._resync_after_s if timeout is None else timeout):
+            return await queue.get()
+
+    @staticmethod
+    async def _ours(deployment_id: str, foreign: OrderedDict[str, None]) -> bool:
+        """Whether a deployment is in our database: pub/sub ignores Redis database numbers, so installations
+        sharing a Redis server hear each other's announcements. Foreign ids are remembered (the latest 1,000)."""
+        if deployment_id in foreign:
+            return False
+        try:
+            ours = await Deployment.filter(id=uuid.UUID(deployment_id)).exists()
+        except ValueError:
+            ours = False
+        if not ours:
+            foreign[deployment_id] = None
+            if len(foreign) > 1000:
+                foreign.popitem(last=False)
+        return ours
+
+    def _check_started(self) -> None:
+        if self._task is None or not self._ready.is_set():
+            raise RuntimeError("ProgressHub.start() must be awaited before listening")
 
     async def listen(self, deployment_id: uuid.UUID | str, *, after_sequence: int = 0) -> AsyncIterator[ProgressEvent]:
         """Replay stored events after `after_sequence`, then stream live ones, each once and in order.
@@ -270,13 +412,12 @@ class ProgressHub:
         Completes after the event that puts the deployment in a terminal status. A client disconnect arrives as
         cancellation; the listener is unregistered in `finally`.
         """
-        if self._task is None or not self._ready.is_set():
-            raise RuntimeError("ProgressHub.start() must be awaited before listen()")
+        self._check_started()
         name = channel(deployment_id)
         queue: asyncio.Queue[object] = asyncio.Queue()
-        self._queues.setdefault(name, set()).add(queue)  # subscribe before replaying
         last = after_sequence
         try:
+            await self._join(name, queue)  # subscribe before replaying
             catch_up = True  # replay first; later, after a gap, a reconnect or a quiet spell
             while True:
                 if catch_up:
@@ -287,11 +428,11 @@ class ProgressHub:
                         # A final event ends the stream unless more followed it (a destroy after COMPLETED).
                         if event.final and index == len(events) - 1:
                             return
-                    if not events and await _is_terminal(deployment_id):
+                    if not events and await is_terminal(deployment_id):
                         return  # the caller asked only for events after the final one
                     catch_up = False
                 try:
-                    item = await asyncio.wait_for(queue.get(), timeout=self._resync_after_s)
+                    item = queue.get_nowait() if queue.qsize() else await self._next(queue)
                 except TimeoutError:
                     catch_up = True
                     continue
@@ -303,40 +444,52 @@ class ProgressHub:
                 elif not (isinstance(item, ProgressEvent) and item.sequence <= last):
                     catch_up = True  # a gap or a reconnect: the database knows what we missed
         finally:
-            queues = self._queues.get(name)
-            if queues is not None:
-                queues.discard(queue)
-                if not queues:
-                    del self._queues[name]
+            self._leave(name, queue)
 
     async def listen_all(self) -> AsyncIterator[ProgressEvent]:
         """Stream every deployment's new events, live, each once and in order per deployment; never ends.
 
-        Announcements missed while Redis was away (or during a quiet spell) are caught up from the database:
-        events stored since the last one seen, minus a margin for the writers' clocks.
+        While such a listener exists the hub subscribes to every deployment's channel (one pattern).
+        Announcements missed while Redis was away are caught up from the database after a reconnect, and every
+        `resync_after_s` anyway (busy or quiet: other deployments' traffic says nothing of a missed one): events
+        stored since the last one seen, minus a margin for the writers' clocks.
         """
-        if self._task is None or not self._ready.is_set():
-            raise RuntimeError("ProgressHub.start() must be awaited before listen_all()")
+        self._check_started()
         queue: asyncio.Queue[object] = asyncio.Queue()
-        self._all.add(queue)
         seen: dict[str, int] = {}
+        foreign: OrderedDict[str, None] = OrderedDict()
         since = datetime.now(UTC)
+        loop = asyncio.get_running_loop()
+        resync_at = loop.time() + self._resync_after_s
         try:
+            await self._join(_PATTERN, queue)
+            queue.put_nowait(_RESYNC)  # what was announced before Redis confirmed the pattern is in the database
             while True:
+                left = resync_at - loop.time()
                 try:
-                    item = await asyncio.wait_for(queue.get(), timeout=self._resync_after_s)
+                    if left <= 0:
+                        item = _RESYNC
+                    else:
+                        item = queue.get_nowait() if queue.qsize() else await self._next(queue, left)
                 except TimeoutError:
                     item = _RESYNC
                 if isinstance(item, ProgressEvent):
                     batch = [item]
                 else:
+                    resync_at = loop.time() + self._resync_after_s
                     rows = await DeploymentEvent.filter(at__gt=since).order_by("at", "id")
                     batch = [ProgressEvent.from_model(row) for row in rows]
                 for event in batch:
                     if event.sequence <= seen.get(event.deployment_id, 0):
                         continue
+                    if event.deployment_id not in seen and not await self._ours(event.deployment_id, foreign):
+                        continue
                     seen[event.deployment_id] = event.sequence
                     since = max(since, event.at - ALL_CATCH_UP_MARGIN)
                     yield event
         finally:
-            self._all.discard(queue)
+            self._leave(_PATTERN, queue)
+
+
+def _text(value: bytes | str) -> str:
+    return value.decode() if isinstance(value, bytes) else value
