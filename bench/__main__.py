@@ -28,6 +28,8 @@ MODULES: list[str] = [
     "bench.polls",
     "bench.fleet",
     "bench.subscribers",
+    "bench.events",
+    "bench.cpu",
 ]
 
 
