@@ -107,13 +107,13 @@ def measure(deployments: int, parallel: int) -> dict[str, float]:
             time.sleep(1.0)
             idle_start = (_cpu_s(api), _cpu_s(worker))
             time.sleep(IDLE_S)
-            idle = [(after - before) / IDLE_S for before, after in zip(idle_start, (_cpu_s(api), _cpu_s(worker)), strict=True)]
+            idle_api, idle_worker = _cpu_s(api) - idle_start[0], _cpu_s(worker) - idle_start[1]
             start = (_cpu_s(api), _cpu_s(worker))
             began = time.monotonic()
             asyncio.run(_deploy_all(stack.api_url, deployments, parallel))
             _wait_for(db_path, deployments + 1, 120 + deployments)
             took = time.monotonic() - began
-            api_s, worker_s = (after - before for before, after in zip(start, (_cpu_s(api), _cpu_s(worker)), strict=True))
+            api_s, worker_s = _cpu_s(api) - start[0], _cpu_s(worker) - start[1]
         except Exception:
             print(stack.logs()[-5000:])
             raise
@@ -123,8 +123,8 @@ def measure(deployments: int, parallel: int) -> dict[str, float]:
         "api_ms": api_s * 1000 / deployments,
         "worker_ms": worker_s * 1000 / deployments,
         "total_ms": (api_s + worker_s) * 1000 / deployments,
-        "idle_api_ms_per_s": idle[0] * 1000,
-        "idle_worker_ms_per_s": idle[1] * 1000,
+        "idle_api_ms_per_s": idle_api * 1000 / IDLE_S,
+        "idle_worker_ms_per_s": idle_worker * 1000 / IDLE_S,
         "seconds": took,
     }
 
