@@ -6,7 +6,8 @@ Real processes, as in production: `deployer sandbox` with every delay at zero an
 and the benchmark waits for all of them to be COMPLETED by reading the database file itself (polling the API
 would add its own CPU to the API's). The figure is the CPU time (user + system) the API and the worker used
 between the first `deploy` and the last COMPLETED, divided by the deployments; the worker's idle CPU per
-second (its queue polls and heartbeats, measured before) is reported in the note.
+second (its queue polls and heartbeats, measured before) is reported in the note, with the cloud requests
+(from the sandbox's request log) and progress events per deployment.
 
     .venv/bin/python -m bench.cpu [--deployments 50] [--parallel 10]
 """
@@ -15,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import sqlite3
 import tempfile
 import time
@@ -53,6 +55,14 @@ def _cpu_s(process: Process) -> float:
     proc = psutil.Process(process.popen.pid)
     times = proc.cpu_times()
     return float(times.user + times.system + times.children_user + times.children_system)
+
+
+def _counts(db_path: Path, sandbox_url: str) -> tuple[int, int]:
+    """(progress events stored, cloud requests served) so far."""
+    with sqlite3.connect(f"file:{db_path}?mode=ro", uri=True, timeout=5) as conn:
+        events = int(conn.execute("SELECT COUNT(*) FROM deployment_event").fetchone()[0])
+    requests = len(httpx.get(f"{sandbox_url}/sandbox/_control/requests", timeout=30).json())
+    return events, requests
 
 
 def _completed(db_path: Path) -> tuple[int, int]:
@@ -96,7 +106,7 @@ def measure(deployments: int, parallel: int) -> dict[str, float]:
             redis_url=redis_server.url,
             database_url=f"sqlite://{db_path}",
             queue="bench-cpu",
-            env={"MAX_ACTIVE_DROPLETS": str(deployments + 10), "LOG_LEVEL": "WARNING"},
+            env={"MAX_ACTIVE_DROPLETS": str(deployments + 10), "LOG_LEVEL": os.environ.get("BENCH_LOG_LEVEL", "INFO")},
         )
         try:
             stack.start_sandbox(**ZERO_SANDBOX)
@@ -108,12 +118,16 @@ def measure(deployments: int, parallel: int) -> dict[str, float]:
             idle_start = (_cpu_s(api), _cpu_s(worker))
             time.sleep(IDLE_S)
             idle_api, idle_worker = _cpu_s(api) - idle_start[0], _cpu_s(worker) - idle_start[1]
+            counted = _counts(db_path, stack.sandbox_url)
             start = (_cpu_s(api), _cpu_s(worker))
             began = time.monotonic()
             asyncio.run(_deploy_all(stack.api_url, deployments, parallel))
             _wait_for(db_path, deployments + 1, 120 + deployments)
             took = time.monotonic() - began
             api_s, worker_s = _cpu_s(api) - start[0], _cpu_s(worker) - start[1]
+            events, requests = (
+                after - before for before, after in zip(counted, _counts(db_path, stack.sandbox_url), strict=True)
+            )
         except Exception:
             print(stack.logs()[-5000:])
             raise
@@ -126,6 +140,8 @@ def measure(deployments: int, parallel: int) -> dict[str, float]:
         "idle_api_ms_per_s": idle_api * 1000 / IDLE_S,
         "idle_worker_ms_per_s": idle_worker * 1000 / IDLE_S,
         "seconds": took,
+        "events": events / deployments,
+        "cloud_requests": requests / deployments,
     }
 
 
@@ -134,7 +150,8 @@ def figures(quick: bool) -> list[Figure]:
     deployments = 10 if quick else 50
     result = measure(deployments, 10)
     note = (
-        f"{deployments} deployments in {result['seconds']:.1f} s; idle CPU api {result['idle_api_ms_per_s']:.1f},"
+        f"{deployments} deployments in {result['seconds']:.1f} s, each {result['cloud_requests']:.1f} cloud requests"
+        f" and {result['events']:.1f} events; idle CPU api {result['idle_api_ms_per_s']:.1f},"
         f" worker {result['idle_worker_ms_per_s']:.1f} ms/s (included)"
     )
     return [
