@@ -338,14 +338,44 @@ class EventWriter:
                     results.append(exc)
         else:
             results = list(events)
-        for pending, result in zip(batch, results, strict=True):
-            if isinstance(result, ProgressEvent) and pending.redis is not None:
-                await announce(pending.redis, result)
+        await _announce_group(
+            [
+                (pending.redis, result)
+                for pending, result in zip(batch, results, strict=True)
+                if pending.redis is not None
+            ]
+        )
         for pending, result in zip(batch, results, strict=True):
             if isinstance(result, ProgressEvent):
                 _settle(pending, result=result)
             else:
                 _settle(pending, exception=result)
+
+
+async def _announce_group(announcements: list[tuple[Redis, ProgressEvent | BaseException]]) -> None:
+    """`announce()` for every stored event of a group, in order, in one round trip per Redis client.
+
+    Publishing one by one would cost a round trip per event while the group's callers wait (and the next group
+    with them). A failure is logged, as `announce()` does: listeners re-read the database anyway.
+    """
+    by_client: dict[int, tuple[Redis, list[ProgressEvent]]] = {}
+    for redis, result in announcements:
+        if isinstance(result, ProgressEvent):
+            by_client.setdefault(id(redis), (redis, []))[1].append(result)
+    for redis, events in by_client.values():
+        if len(events) == 1:
+            await announce(redis, events[0])
+            continue
+        try:
+            pipe = redis.pipeline(transaction=False)
+            for event in events:
+                pipe.publish(channel(event.deployment_id), event.to_json())
+            await pipe.execute()
+        except (RedisError, OSError) as exc:
+            logger.warning(
+                "progress announce failed; listeners will catch up from the database",
+                extra={"events": len(events), "error": type(exc).__name__},
+            )
 
 
 def _cancelled(pending: _Pending) -> bool:

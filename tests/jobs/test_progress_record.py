@@ -8,13 +8,16 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import sys
 import textwrap
 import uuid
 
+import pytest
 from redis.asyncio import Redis
 from tortoise.transactions import in_transaction
 
+from deployer.embedded_redis import free_port
 from jobs.progress import EventWriter, channel, record, stored_events
 from models.deployment import Deployment, DeploymentEvent, DeploymentStage, DeploymentStatus
 
@@ -147,7 +150,8 @@ async def test_one_writer_per_event_loop(db: str) -> None:
 _OTHER_PROCESS = textwrap.dedent(
     """
     import asyncio, sys
-    from jobs.progress import record
+    from deployer.embedded_redis import free_port
+from jobs.progress import record
     from models.db import close_db, init_db
     from models.deployment import Deployment, DeploymentEvent
 
@@ -198,3 +202,21 @@ async def test_a_writer_in_another_process_never_causes_a_gap_or_a_duplicate(db:
     stored = await stored_events(row.id)
     assert [e.sequence for e in stored] == list(range(1, written + count + 1))
     assert sum(e.message.startswith("other") for e in stored) == count
+
+
+async def test_a_redis_failure_loses_no_event(db: str, caplog: pytest.LogCaptureFixture) -> None:
+    """With Redis unreachable, grouped and lone records are stored and returned; the failed announcement is
+    logged (listeners catch up from the database)."""
+    dead = Redis.from_url(f"redis://127.0.0.1:{free_port()}/0", socket_connect_timeout=0.5)
+    try:
+        rows = [await Deployment.create() for _ in range(4)]
+        with caplog.at_level(logging.WARNING, logger="deployer.progress"):
+            grouped = await asyncio.gather(*(record(dead, row, "grouped") for row in rows))
+            alone = await record(dead, rows[0], "alone")
+    finally:
+        await dead.aclose()
+    assert [event.sequence for event in grouped] == [1, 1, 1, 1] and alone.sequence == 2
+    assert [e.message for e in await stored_events(rows[0].id)] == ["grouped", "alone"]
+    assert [r.getMessage() for r in caplog.records].count(
+        "progress announce failed; listeners will catch up from the database"
+    ) == 2
