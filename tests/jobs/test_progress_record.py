@@ -150,8 +150,7 @@ async def test_one_writer_per_event_loop(db: str) -> None:
 _OTHER_PROCESS = textwrap.dedent(
     """
     import asyncio, sys
-    from deployer.embedded_redis import free_port
-from jobs.progress import record
+    from jobs.progress import record
     from models.db import close_db, init_db
     from models.deployment import Deployment, DeploymentEvent
 
@@ -187,7 +186,9 @@ async def test_a_writer_in_another_process_never_causes_a_gap_or_a_duplicate(db:
         stderr=asyncio.subprocess.PIPE,
     )
     assert other.stdout is not None
-    assert await asyncio.wait_for(other.stdout.readline(), 30) == b"ready\n"
+    if await asyncio.wait_for(other.stdout.readline(), 30) != b"ready\n":
+        _, stderr = await other.communicate()
+        raise AssertionError(f"the other process did not start: {stderr.decode()[-2000:]}")
     rows = [await Deployment.get(id=row.id) for _ in range(4)]
     written = 0
     # Keep writing until the other process has written too, so that the two really ran at the same time.
