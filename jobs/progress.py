@@ -285,6 +285,8 @@ class EventWriter:
 
     def __init__(self, *, max_group: int = MAX_GROUP) -> None:
         self._pending: list[_Pending] = []
+        #: The group being written now.
+        self._batch: list[_Pending] = []
         self._task: asyncio.Task[None] | None = None
         self._max_group = max_group
 
@@ -304,20 +306,27 @@ class EventWriter:
         if self._task is None:
             # A context of its own: the writer serves every caller, and must not carry one caller's log context.
             self._task = asyncio.create_task(self._drain(), name="progress-writer", context=contextvars.Context())
+            self._task.add_done_callback(self._stopped)
         return await pending.future
 
     async def _drain(self) -> None:
-        try:
-            while self._pending:
-                batch = [pending for pending in self._pending[: self._max_group] if not _cancelled(pending)]
-                del self._pending[: self._max_group]
-                if batch:
-                    await self._write(batch)
-        finally:
-            self._task = None
-            for pending in self._pending:  # only when the writer itself was cancelled (the loop is closing)
-                _settle(pending, exception=RuntimeError("the progress writer stopped"))
-            self._pending.clear()
+        while self._pending:
+            self._batch = [pending for pending in self._pending[: self._max_group] if not _cancelled(pending)]
+            del self._pending[: self._max_group]
+            if self._batch:
+                await self._write(self._batch)
+            self._batch = []
+        self._task = None  # in the same step as the last check: a call after this starts a new task
+
+    def _stopped(self, task: asyncio.Task[None]) -> None:
+        """Done callback: when the task ended otherwise (cancelled with the loop closing), nobody waits forever."""
+        if self._task is not task:
+            return  # it ended normally (and a new task may serve newer calls already)
+        self._task = None
+        for pending in (*self._batch, *self._pending):
+            _settle(pending, exception=RuntimeError("the progress writer stopped"))
+        self._batch = []
+        self._pending.clear()
 
     async def _write(self, batch: list[_Pending]) -> None:
         events: list[ProgressEvent] | None = None

@@ -221,3 +221,18 @@ async def test_a_redis_failure_loses_no_event(db: str, caplog: pytest.LogCapture
     assert [r.getMessage() for r in caplog.records].count(
         "progress announce failed; listeners will catch up from the database"
     ) == 2
+
+
+async def test_callers_are_released_when_the_writer_is_cancelled(db: str, redis: Redis) -> None:
+    """Should the writer's task be cancelled (its event loop closing), every caller still waiting gets an error
+    instead of waiting forever."""
+    rows = [await Deployment.create() for _ in range(3)]
+    calls = [asyncio.create_task(record(redis, row, "late")) for row in rows]
+    await asyncio.sleep(0)  # all three have joined the writer's queue
+    writer = EventWriter.for_running_loop()
+    assert writer._task is not None
+    writer._task.cancel()
+    results = await asyncio.wait_for(asyncio.gather(*calls, return_exceptions=True), 5)
+    assert all(isinstance(result, RuntimeError) for result in results), results
+    assert writer._task is None
+    assert (await record(redis, rows[0], "after")).sequence == 1  # a new writer task serves the next call
