@@ -54,7 +54,7 @@ from strawberry.schema import BaseSchema
 from strawberry.types.base import StrawberryObjectDefinition
 from strawberry.types.field import StrawberryField
 
-from graphql_api.auth import Caller, _ScopePermission
+from graphql_api.auth import Caller, ScopePermission
 from settings import Settings
 
 #: A root field's value from the settings and its arguments (ID arguments arrive as strings).
@@ -245,7 +245,7 @@ class HotQueries:
             raise _GiveUp
         scopes: list[str] = []
         for permission in strawberry_field.permission_classes:
-            if not (isinstance(permission, type) and issubclass(permission, _ScopePermission)):
+            if not (isinstance(permission, type) and issubclass(permission, ScopePermission)):
                 raise _GiveUp
             scopes.append(permission.scope)
         gql_field = root_type.fields[field.name.value]

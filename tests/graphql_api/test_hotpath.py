@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import contextlib
 import json
-from collections.abc import AsyncIterator, Callable
-from typing import Any
+from collections.abc import AsyncIterator
 
 import httpx
 import pytest
 from starlette.applications import Starlette
 
+from graphql_api.app import create_app
 from graphql_api.auth import ANONYMOUS, Caller
 from graphql_api.hotpath import HotQueries
 from graphql_api.queries import HOT_ROOTS
@@ -129,31 +129,19 @@ def _requests(deployment_id: str) -> list[tuple[object, str | None]]:
 
 
 @pytest.mark.parametrize("with_tokens", [False, True], ids=["open", "tokens"])
-async def test_both_paths_answer_the_same_bytes(
-    make_app: Callable[..., Starlette], stored: Deployment, with_tokens: bool
-) -> None:
+async def test_both_paths_answer_the_same_bytes(settings: Settings, stored: Deployment, with_tokens: bool) -> None:
     """Status, content type and body are identical with and without the short path, for every request."""
-    overrides: dict[str, Any] = {"api_tokens": TOKENS} if with_tokens else {}
-    hot_app = make_app(**overrides)
-    full_app = make_app(**overrides)
-    full_app_plain = _without_hot_path(full_app)
-    async with _client(hot_app) as hot, _client(full_app_plain) as full:
+    app_settings = settings.with_overrides(api_tokens=TOKENS) if with_tokens else settings
+    async with (
+        _client(create_app(app_settings)) as hot,
+        _client(create_app(app_settings, hot_queries=False)) as full,
+    ):
         for body, token in _requests(str(stored.id)):
             assert await _post(hot, body, token) == await _post(full, body, token), (body, token)
         for accept in ("multipart/mixed", "text/event-stream", "application/json"):
             body = {"query": HOT[0][0]}
-            assert await _post(hot, body, READ_TOKEN, accept=accept) == await _post(
-                full, body, READ_TOKEN, accept=accept
-            )
-
-
-def _without_hot_path(app: Starlette) -> Starlette:
-    """The same app with the short path switched off in its GraphQL view."""
-    for route in app.routes:
-        endpoint = getattr(route, "endpoint", None) or getattr(route, "app", None)
-        if hasattr(endpoint, "_hot"):
-            endpoint._hot = None
-    return app
+            hot_answer = await _post(hot, body, READ_TOKEN, accept=accept)
+            assert hot_answer == await _post(full, body, READ_TOKEN, accept=accept)
 
 
 @pytest.fixture
@@ -163,10 +151,10 @@ def hot() -> HotQueries:
 
 
 async def test_hot_documents_are_answered_by_the_short_path(
-    make_app: Callable[..., Starlette], settings: Settings, stored: Deployment, hot: HotQueries
+    settings: Settings, stored: Deployment, hot: HotQueries
 ) -> None:
     """Each hot document gets a plan, the plan answers, and its answer is the full path's body byte for byte."""
-    async with _client(_without_hot_path(make_app())) as full:
+    async with _client(create_app(settings, hot_queries=False)) as full:
         for query, name in HOT:
             text = query.replace("%(id)s", str(stored.id))
             variables = {"id": str(stored.id)}
