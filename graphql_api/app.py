@@ -33,9 +33,11 @@ from graphql_api.context import DeployerGraphQL, Services, ServicesProvider
 from graphql_api.edge import EdgeGuard
 from graphql_api.fanout import Fanout, Renderer
 from graphql_api.graphiql import ASSETS_PATH
+from graphql_api.hotpath import HotQueries
 from graphql_api.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from graphql_api.metrics import render_metrics
-from graphql_api.schema import schema
+from graphql_api.queries import HOT_ROOTS
+from graphql_api.schema import QUERY_LIMIT_RULES, schema
 from graphql_api.status_page import status_page_routes
 from graphql_api.types import DeploymentEvent
 from graphql_api.wsguard import ConnectionRegistry
@@ -163,6 +165,7 @@ def create_app(
     extra_routes: Sequence[BaseRoute] = (),
     cloud_transport: httpx.AsyncBaseTransport | None = None,
     authenticator: Authenticator | None = None,
+    hot_queries: bool = True,
 ) -> Starlette:
     """Build the API app.
 
@@ -172,6 +175,8 @@ def create_app(
         cloud_transport: an httpx transport for the API's cloud clients (tests pass the sandbox's).
         authenticator: the tokens, when the composition root shares them with an extra route; by default
             built from the settings.
+        hot_queries: answer plain `dropletCount` / `deployment(id)` documents by the short path
+            (`graphql_api.hotpath`); tests turn it off to compare both paths.
     """
     provider = ServicesProvider()
     authenticator = authenticator or Authenticator(
@@ -186,6 +191,7 @@ def create_app(
         connections=connections,
         assets_dir=assets_dir,
         fanout=Fanout(Renderer(schema, DeploymentEvent.from_progress)),
+        hot_queries=HotQueries(schema, HOT_ROOTS, rules=QUERY_LIMIT_RULES) if hot_queries else None,
     )
 
     async def healthz(request: Request) -> JSONResponse:

@@ -142,7 +142,7 @@ def require_scope(caller: Caller | None, scope: str) -> Caller:
     return caller
 
 
-class _ScopePermission(BasePermission):
+class ScopePermission(BasePermission):
     """A Strawberry permission that requires one scope of the context's caller."""
 
     scope: str = ADMIN
@@ -153,19 +153,19 @@ class _ScopePermission(BasePermission):
         return True
 
 
-class CanRead(_ScopePermission):
+class CanRead(ScopePermission):
     """Queries and the progress subscription need the `read` scope."""
 
     scope = READ
 
 
-class CanDeploy(_ScopePermission):
+class CanDeploy(ScopePermission):
     """The `deploy` mutation needs the `deploy` scope."""
 
     scope = DEPLOY
 
 
-class CanChangeEnv(_ScopePermission):
+class CanChangeEnv(ScopePermission):
     """The env mutations (`setEnv`, `bulkSetEnv`, `deleteEnv`) need the `env` scope."""
 
     scope = ENV

@@ -43,6 +43,7 @@ from graphql_api.edge import connection_of
 from graphql_api.errors import DeployerError, RateLimitedError, UnauthenticatedError
 from graphql_api.fanout import Fanout
 from graphql_api.graphiql import graphiql_page
+from graphql_api.hotpath import HotQueries
 from graphql_api.logcontext import caller_var
 from graphql_api.payload import PayloadError, check_http_envelope, decode_json
 from graphql_api.wsguard import (
@@ -121,6 +122,7 @@ class DeployerGraphQL(GraphQL[Context, None]):
         assets_dir: where `deployer assets` put GraphiQL's files (None: Strawberry's own CDN page).
         fanout: streams `deploymentProgress` events rendered once for every subscriber of a shape (None:
             Strawberry executes the document once per subscriber and event).
+        hot_queries: the short path for plain hot queries (None: every request takes Strawberry's path).
     """
 
     websocket_adapter_class = StrictWebSocketAdapter
@@ -136,6 +138,7 @@ class DeployerGraphQL(GraphQL[Context, None]):
         connections: ConnectionRegistry | None = None,
         assets_dir: Path | None = None,
         fanout: Fanout | None = None,
+        hot_queries: HotQueries | None = None,
     ) -> None:
         super().__init__(
             schema,
@@ -148,6 +151,7 @@ class DeployerGraphQL(GraphQL[Context, None]):
         self.connections = connections or ConnectionRegistry(per_token=100)
         self._assets_dir = assets_dir
         self.fanout = fanout
+        self._hot = hot_queries
 
     async def render_graphql_ide(self, request: Request) -> Response:
         """GraphiQL from the local assets folder (or deployer's own query page when it is missing)."""
@@ -169,7 +173,9 @@ class DeployerGraphQL(GraphQL[Context, None]):
             await super().__call__(scope, receive, send)
             return
         request = Request(scope, receive=receive)
+        caller: Caller | None = None
         if not self._authenticator.enabled:
+            caller = ANONYMOUS
             caller_var.set(ANONYMOUS.name)
         elif not self.should_render_graphql_ide(StarletteRequestAdapter(request)):
             caller = self._authenticator.authenticate(bearer_token(request.headers.get("authorization")))
@@ -177,11 +183,44 @@ class DeployerGraphQL(GraphQL[Context, None]):
                 await _unauthenticated_response()(scope, receive, send)
                 return
             caller_var.set(caller.name)
+        if caller is not None and self._hot is not None:
+            hot = await self._hot_response(request, caller)
+            if hot is not None:
+                await hot(scope, receive, send)
+                return
         try:
             response = await self.run(request)
         except HTTPException as exc:
             response = error_response(exc.status_code, exc.reason)
         await response(scope, receive, send)
+
+    async def _hot_response(self, request: Request, caller: Caller) -> Response | None:
+        """The short path's answer to a plain hot query (`graphql_api.hotpath`), or None to take the full path.
+
+        Only a POST of `application/json` qualifies; the body read here stays cached on the request, so the
+        full path reads the same bytes. Whatever the short path refuses, the full path answers as before.
+        """
+        if request.method != "POST" or self._hot is None:
+            return None
+        content_type = request.headers.get("content-type", "").partition(";")[0].strip().lower()
+        accept = request.headers.get("accept", "")
+        if content_type != "application/json" or "multipart/mixed" in accept or "text/event-stream" in accept:
+            return None
+        try:
+            data = decode_json(await request.body())
+            check_http_envelope(data)
+        except PayloadError:
+            return None
+        try:
+            services = self._services()
+        except RuntimeError:
+            return None
+        body = await self._hot.answer(
+            data["query"], data.get("operationName"), data.get("variables"), caller, services.settings
+        )
+        if body is None:
+            return None
+        return Response(self.encode_json(body), status_code=200, media_type="application/json")
 
     def parse_json(self, data: str | bytes) -> Any:
         """Parse a body (or the `variables` query parameter) strictly: a JSON object, or 400."""

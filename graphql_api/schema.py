@@ -70,7 +70,7 @@ class NoBadCharacters(ValidationRule):
 
 #: Built once: strawberry's limiters define a new validation rule class each time they are constructed (for
 #: every request), and the validation cache is keyed by the rule classes, so every request would miss it.
-_QUERY_LIMIT_RULES = (
+QUERY_LIMIT_RULES = (
     create_alias_validator(MAX_ALIASES),
     create_depth_validator(MAX_QUERY_DEPTH, None, None),
     NoBadCharacters,
@@ -81,7 +81,7 @@ class QueryLimits(AddValidationRules):
     """The alias and depth limits, as validation rules that are the same classes for every request."""
 
     def __init__(self) -> None:
-        super().__init__(list(_QUERY_LIMIT_RULES))
+        super().__init__(list(QUERY_LIMIT_RULES))
 
 
 schema = DeployerSchema(

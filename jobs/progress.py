@@ -16,9 +16,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import contextvars
 import json
 import logging
 import uuid
+import weakref
 from collections import OrderedDict
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -28,7 +30,10 @@ from typing import Any
 from redis.asyncio import Redis
 from redis.asyncio.client import PubSub
 from redis.exceptions import RedisError
+from tortoise import Tortoise
+from tortoise.backends.base.client import TransactionalDBClient
 from tortoise.exceptions import IntegrityError
+from tortoise.functions import Max
 from tortoise.transactions import in_transaction
 
 from models.deployment import (
@@ -116,6 +121,12 @@ class ProgressEvent:
         )
 
 
+#: The most events one grouped transaction stores.
+MAX_GROUP = 500
+#: Tries of a grouped transaction that lost a sequence number to another process, before writing one by one.
+GROUP_TRIES = 3
+
+
 async def record(
     redis: Redis | None,
     deployment: Deployment,
@@ -128,8 +139,11 @@ async def record(
 ) -> ProgressEvent:
     """Apply `status`, `stage` and other column changes to the deployment, store an event, announce it.
 
-    The row update and the event insert commit together, so a stored event always matches the row. The
-    sequence is the next free number for the deployment; a concurrent writer that took it makes us retry.
+    The row update and the event insert commit together, so a stored event always matches the row; the event
+    is announced only once stored, and returned once announced. Concurrent calls in one process are grouped
+    (`EventWriter`): one transaction stores every event waiting, and they are announced in order. The sequence is
+    the next free number for the deployment; a concurrent writer in another process that took it makes the
+    transaction retry. Inside a caller's transaction the event is written in that transaction, on its own.
     """
     if status is not None:
         deployment.status = status
@@ -137,29 +151,254 @@ async def record(
         deployment.stage = stage
     for name, value in changes.items():
         setattr(deployment, name, value)
-    update_fields = ["status", "stage", "updated_at", *changes]
+    pending = _Pending(
+        deployment=deployment,
+        fields=("status", "stage", "updated_at", *changes),
+        status=deployment.status,
+        stage=deployment.stage,
+        message=message,
+        attempt=attempt,
+        redis=redis,
+    )
+    if isinstance(Tortoise.get_connection("default"), TransactionalDBClient):
+        event = await _store_one(pending)
+        if redis is not None:
+            await announce(redis, event)
+        return event
+    return await EventWriter.for_running_loop().submit(pending)
+
+
+async def record_ungrouped(
+    redis: Redis | None,
+    deployment: Deployment,
+    message: str,
+    *,
+    status: DeploymentStatus | None = None,
+    stage: DeploymentStage | None = None,
+    attempt: int | None = None,
+    **changes: Any,
+) -> ProgressEvent:
+    """`record()` with a transaction of its own for this one event (what `record()` did before it grouped
+    writes; `bench/events.py` measures both)."""
+    if status is not None:
+        deployment.status = status
+    if stage is not None:
+        deployment.stage = stage
+    for name, value in changes.items():
+        setattr(deployment, name, value)
+    fields = ("status", "stage", "updated_at", *changes)
+    pending = _Pending(deployment, fields, deployment.status, deployment.stage, message, attempt, redis)
+    event = await _store_one(pending)
+    if redis is not None:
+        await announce(redis, event)
+    return event
+
+
+@dataclass
+class _Pending:
+    """One `record()` call waiting to be stored: the row to save, and the event as it was when recorded."""
+
+    deployment: Deployment
+    fields: tuple[str, ...]
+    status: DeploymentStatus
+    stage: DeploymentStage
+    message: str
+    attempt: int | None
+    redis: Redis | None
+    future: asyncio.Future[ProgressEvent] | None = None
+
+
+async def _store_one(pending: _Pending) -> ProgressEvent:
+    """Save the row and insert one event in a transaction of its own (retried when the sequence was taken)."""
+    deployment = pending.deployment
     for _ in range(10):
         try:
             async with in_transaction():
-                await deployment.save(update_fields=update_fields)
+                await deployment.save(update_fields=list(pending.fields))
                 latest = await DeploymentEvent.filter(deployment_id=deployment.id).order_by("-sequence").first()
                 row = await DeploymentEvent.create(
                     deployment_id=deployment.id,
                     sequence=(latest.sequence if latest else 0) + 1,
-                    status=deployment.status,
-                    stage=deployment.stage,
-                    message=message,
-                    attempt=attempt,
+                    status=pending.status,
+                    stage=pending.stage,
+                    message=pending.message,
+                    attempt=pending.attempt,
                 )
-            break
+            return ProgressEvent.from_model(row)
         except IntegrityError:
             continue
-    else:  # pragma: no cover - ten concurrent writers on one deployment is a bug
-        raise RuntimeError(f"could not allocate an event sequence for deployment {deployment.id}")
-    event = ProgressEvent.from_model(row)
-    if redis is not None:
-        await announce(redis, event)
-    return event
+    raise RuntimeError(f"could not allocate an event sequence for deployment {deployment.id}")
+
+
+async def _store_group(batch: list[_Pending]) -> list[ProgressEvent]:
+    """Save every row and insert every event of `batch` in one transaction; events in `batch` order.
+
+    Each deployment object is saved once with the union of the fields its calls changed (it holds the newest
+    values, and the whole group commits at once). Sequences continue from each deployment's highest stored
+    one, in call order.
+    """
+    saves: dict[int, tuple[Deployment, set[str]]] = {}
+    for pending in batch:
+        saves.setdefault(id(pending.deployment), (pending.deployment, set()))[1].update(pending.fields)
+    ids = list({pending.deployment.id for pending in batch})
+    now = datetime.now(UTC)
+    async with in_transaction():
+        for deployment, fields in saves.values():
+            await deployment.save(update_fields=sorted(fields))
+        top = await (
+            DeploymentEvent.filter(deployment_id__in=ids)
+            .annotate(top=Max("sequence"))
+            .group_by("deployment_id")
+            .values_list("deployment_id", "top")
+        )
+        next_sequence = {str(deployment_id): int(highest) for deployment_id, highest in top}
+        rows = []
+        for pending in batch:
+            key = str(pending.deployment.id)
+            next_sequence[key] = next_sequence.get(key, 0) + 1
+            rows.append(
+                DeploymentEvent(
+                    deployment_id=pending.deployment.id,
+                    sequence=next_sequence[key],
+                    status=pending.status,
+                    stage=pending.stage,
+                    message=pending.message,
+                    attempt=pending.attempt,
+                    at=now,
+                )
+            )
+        await DeploymentEvent.bulk_create(rows)
+    return [ProgressEvent.from_model(row) for row in rows]
+
+
+class EventWriter:
+    """Groups the `record()` calls of one event loop: whatever waits while a transaction runs goes in the next.
+
+    A lone call costs what it did before (one transaction); under load, a worker with hundreds of deployments
+    polling stores their events in a few transactions instead of one each. After a group commits, its events
+    are announced in order (so each deployment's announcements keep their sequence order), then the callers
+    resume. A call whose caller was cancelled before its group started is dropped, as an ungrouped write would
+    have been. When a group fails, its calls are written one by one, so an error reaches only its own caller.
+    """
+
+    _by_loop: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, EventWriter] = weakref.WeakKeyDictionary()
+
+    def __init__(self, *, max_group: int = MAX_GROUP) -> None:
+        self._pending: list[_Pending] = []
+        #: The group being written now.
+        self._batch: list[_Pending] = []
+        self._task: asyncio.Task[None] | None = None
+        self._max_group = max_group
+
+    @classmethod
+    def for_running_loop(cls) -> EventWriter:
+        """The writer of the running event loop (one per loop, made on first use)."""
+        loop = asyncio.get_running_loop()
+        writer = cls._by_loop.get(loop)
+        if writer is None:
+            writer = cls._by_loop[loop] = cls()
+        return writer
+
+    async def submit(self, pending: _Pending) -> ProgressEvent:
+        """Store and announce one event with whatever else is waiting; returns once announced."""
+        pending.future = asyncio.get_running_loop().create_future()
+        self._pending.append(pending)
+        if self._task is None:
+            # A context of its own: the writer serves every caller, and must not carry one caller's log context.
+            self._task = asyncio.create_task(self._drain(), name="progress-writer", context=contextvars.Context())
+            self._task.add_done_callback(self._stopped)
+        return await pending.future
+
+    async def _drain(self) -> None:
+        while self._pending:
+            self._batch = [pending for pending in self._pending[: self._max_group] if not _cancelled(pending)]
+            del self._pending[: self._max_group]
+            if self._batch:
+                await self._write(self._batch)
+            self._batch = []
+        self._task = None  # in the same step as the last check: a call after this starts a new task
+
+    def _stopped(self, task: asyncio.Task[None]) -> None:
+        """Done callback: when the task ended otherwise (cancelled with the loop closing), nobody waits forever."""
+        if self._task is not task:
+            return  # it ended normally (and a new task may serve newer calls already)
+        self._task = None
+        for pending in (*self._batch, *self._pending):
+            _settle(pending, exception=RuntimeError("the progress writer stopped"))
+        self._batch = []
+        self._pending.clear()
+
+    async def _write(self, batch: list[_Pending]) -> None:
+        events: list[ProgressEvent] | None = None
+        for _ in range(GROUP_TRIES if len(batch) > 1 else 0):
+            try:
+                events = await _store_group(batch)
+                break
+            except IntegrityError:
+                continue  # another process took a sequence number meanwhile: read them again
+            except Exception:
+                break
+        if events is None:
+            results: list[ProgressEvent | BaseException] = []
+            for pending in batch:
+                try:
+                    results.append(await _store_one(pending))
+                except Exception as exc:
+                    results.append(exc)
+        else:
+            results = list(events)
+        await _announce_group(
+            [
+                (pending.redis, result)
+                for pending, result in zip(batch, results, strict=True)
+                if pending.redis is not None
+            ]
+        )
+        for pending, result in zip(batch, results, strict=True):
+            if isinstance(result, ProgressEvent):
+                _settle(pending, result=result)
+            else:
+                _settle(pending, exception=result)
+
+
+async def _announce_group(announcements: list[tuple[Redis, ProgressEvent | BaseException]]) -> None:
+    """`announce()` for every stored event of a group, in order, in one round trip per Redis client.
+
+    Publishing one by one would cost a round trip per event while the group's callers wait (and the next group
+    with them). A failure is logged, as `announce()` does: listeners re-read the database anyway.
+    """
+    by_client: dict[int, tuple[Redis, list[ProgressEvent]]] = {}
+    for redis, result in announcements:
+        if isinstance(result, ProgressEvent):
+            by_client.setdefault(id(redis), (redis, []))[1].append(result)
+    for redis, events in by_client.values():
+        if len(events) == 1:
+            await announce(redis, events[0])
+            continue
+        try:
+            pipe = redis.pipeline(transaction=False)
+            for event in events:
+                pipe.publish(channel(event.deployment_id), event.to_json())
+            await pipe.execute()
+        except (RedisError, OSError) as exc:
+            logger.warning(
+                "progress announce failed; listeners will catch up from the database",
+                extra={"events": len(events), "error": type(exc).__name__},
+            )
+
+
+def _cancelled(pending: _Pending) -> bool:
+    return pending.future is not None and pending.future.cancelled()
+
+
+def _settle(pending: _Pending, *, result: ProgressEvent | None = None, exception: BaseException | None = None) -> None:
+    future = pending.future
+    if future is None or future.done():
+        return
+    if exception is not None:
+        future.set_exception(exception)
+    else:
+        future.set_result(result)  # type: ignore[arg-type]
 
 
 async def announce(redis: Redis, event: ProgressEvent) -> None:
