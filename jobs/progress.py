@@ -145,21 +145,7 @@ async def record(
     the next free number for the deployment; a concurrent writer in another process that took it makes the
     transaction retry. Inside a caller's transaction the event is written in that transaction, on its own.
     """
-    if status is not None:
-        deployment.status = status
-    if stage is not None:
-        deployment.stage = stage
-    for name, value in changes.items():
-        setattr(deployment, name, value)
-    pending = _Pending(
-        deployment=deployment,
-        fields=("status", "stage", "updated_at", *changes),
-        status=deployment.status,
-        stage=deployment.stage,
-        message=message,
-        attempt=attempt,
-        redis=redis,
-    )
+    pending = _Pending.apply(redis, deployment, message, status=status, stage=stage, attempt=attempt, changes=changes)
     if isinstance(Tortoise.get_connection("default"), TransactionalDBClient):
         event = await _store_one(pending)
         if redis is not None:
@@ -180,14 +166,7 @@ async def record_ungrouped(
 ) -> ProgressEvent:
     """`record()` with a transaction of its own for this one event (what `record()` did before it grouped
     writes; `bench/events.py` measures both)."""
-    if status is not None:
-        deployment.status = status
-    if stage is not None:
-        deployment.stage = stage
-    for name, value in changes.items():
-        setattr(deployment, name, value)
-    fields = ("status", "stage", "updated_at", *changes)
-    pending = _Pending(deployment, fields, deployment.status, deployment.stage, message, attempt, redis)
+    pending = _Pending.apply(redis, deployment, message, status=status, stage=stage, attempt=attempt, changes=changes)
     event = await _store_one(pending)
     if redis is not None:
         await announce(redis, event)
@@ -206,6 +185,28 @@ class _Pending:
     attempt: int | None
     redis: Redis | None
     future: asyncio.Future[ProgressEvent] | None = None
+
+    @classmethod
+    def apply(
+        cls,
+        redis: Redis | None,
+        deployment: Deployment,
+        message: str,
+        *,
+        status: DeploymentStatus | None,
+        stage: DeploymentStage | None,
+        attempt: int | None,
+        changes: dict[str, Any],
+    ) -> _Pending:
+        """Apply the status, stage and column changes to the (unsaved) row; the call waiting to store them."""
+        if status is not None:
+            deployment.status = status
+        if stage is not None:
+            deployment.stage = stage
+        for name, value in changes.items():
+            setattr(deployment, name, value)
+        fields = ("status", "stage", "updated_at", *changes)
+        return cls(deployment, fields, deployment.status, deployment.stage, message, attempt, redis)
 
 
 async def _store_one(pending: _Pending) -> ProgressEvent:
