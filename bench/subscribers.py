@@ -283,7 +283,7 @@ async def measure(subscribers: int, quick: bool) -> list[Figure]:
     incomplete = sum(subscribers - r.complete for results in rounds.values() for r in results)
     p99 = {name: statistics.median(r.p99_ms for r in results) for name, results in rounds.items()}
     p50 = {name: statistics.median(r.p50_ms for r in results) for name, results in rounds.items()}
-    note = f"{subscribers} subscribers, median of {repeats} alternating rounds; machine shared and loaded"
+    note = f"{subscribers} subscribers, median of {repeats} alternating rounds"
     return [
         Figure(
             "subscribers.p99_at_2_events_per_s",
