@@ -78,6 +78,8 @@ class WorkerContext(Context, total=False):
 
     deps: Deps
     reaper: asyncio.Task[None]
+    #: Set at shutdown: the reaper finishes the pass under way and stops.
+    reaper_stopping: asyncio.Event
     #: Renews this worker's liveness, leases and SAQ heartbeats in one round trip per beat.
     keeper: Keeper
     #: Samples this worker's event-loop lag.

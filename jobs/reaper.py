@@ -146,10 +146,17 @@ async def _finish_cleanup(deps: Deps, deployment: Deployment, report: ReapReport
         report.cleaned.append(str(deployment.id))
 
 
-async def run_reaper(deps: Deps, queue: Queue, keeper: Keeper | None = None) -> None:
-    """Run reaper passes forever, one per interval cluster-wide; errors are logged, never fatal."""
+#: How long a worker's shutdown waits for a reaper pass under way before cancelling it.
+STOP_WAIT_S = 10.0
+
+
+async def run_reaper(
+    deps: Deps, queue: Queue, keeper: Keeper | None = None, *, stopping: asyncio.Event | None = None
+) -> None:
+    """Run reaper passes, one per interval cluster-wide, until `stopping` is set; errors are logged, never fatal."""
     interval = deps.config.timings.reaper_interval_s
-    while True:
+    stopping = stopping or asyncio.Event()
+    while not stopping.is_set():
         try:
             if await deps.redis.set(REAPER_LOCK, "1", nx=True, px=max(1, int(interval * 1000))):
                 report = await reap_once(deps, queue, keeper=keeper)
@@ -162,12 +169,23 @@ async def run_reaper(deps: Deps, queue: Queue, keeper: Keeper | None = None) -> 
             raise
         except Exception:
             logger.exception("reaper pass failed")
-        await asyncio.sleep(interval)
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(interval):
+                await stopping.wait()
 
 
-async def stop_reaper(task: asyncio.Task[None] | None) -> None:
-    """Cancel a running reaper task and wait for it."""
-    if task is not None:
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
+async def stop_reaper(task: asyncio.Task[None] | None, stopping: asyncio.Event | None = None) -> None:
+    """Stop a running reaper task and wait for it.
+
+    With `stopping`, a pass under way is let finish (for up to `STOP_WAIT_S`) before the task is cancelled:
+    cancelling it inside a database transaction can leave Tortoise's SQLite connection locked, and the
+    worker's `close_db()` then never returns.
+    """
+    if task is None:
+        return
+    if stopping is not None:
+        stopping.set()
+        await asyncio.wait([task], timeout=STOP_WAIT_S)
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task

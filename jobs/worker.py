@@ -172,7 +172,10 @@ def worker_settings(settings: Settings, *, transport: httpx.AsyncBaseTransport |
         )
         await keeper.start()
         ctx["keeper"] = keeper
-        ctx["reaper"] = asyncio.create_task(run_reaper(ctx["deps"], queue, keeper), name="reaper")
+        ctx["reaper_stopping"] = reaper_stopping = asyncio.Event()
+        ctx["reaper"] = asyncio.create_task(
+            run_reaper(ctx["deps"], queue, keeper, stopping=reaper_stopping), name="reaper"
+        )
         # The same read-only checks as `deployer doctor`, logged: a warning only, since a cloud that is down
         # now may be up by the time a deployment needs it.
         log_checks(await run_checks(settings, ctx["deps"].digitalocean, ctx["deps"].coolify))
@@ -181,7 +184,7 @@ def worker_settings(settings: Settings, *, transport: httpx.AsyncBaseTransport |
         ctx["looplag"].start()
 
     async def shutdown(ctx: WorkerContext) -> None:
-        await stop_reaper(ctx.get("reaper"))
+        await stop_reaper(ctx.get("reaper"), ctx.get("reaper_stopping"))
         keeper = ctx.get("keeper")
         if keeper is not None:
             await keeper.stop()
