@@ -163,9 +163,11 @@ async def test_polling_while_droplets_boot_does_not_grow_with_the_fleet(
     calls = world.requests[before:]
     lists = [c for c in calls if c.path.endswith("/v2/droplets")]
     assert [c for c in calls if "/v2/droplets/" in c.path] == []
-    # Consecutive fetches start more than one interval apart, whichever process makes them.
+    # Consecutive fetches start about one interval apart, whichever process makes them. The times are the
+    # sandbox's arrival times, which a loaded machine shifts by some milliseconds either way (0.9 of the
+    # 50 ms interval failed once in CI); two processes fetching in the same interval arrive a few ms apart.
     assert 1 <= len(lists) <= elapsed / INTERVAL + 1
-    assert all(b.at - a.at >= INTERVAL * 0.9 for a, b in itertools.pairwise(lists))
+    assert all(b.at - a.at >= INTERVAL * 0.5 for a, b in itertools.pairwise(lists))
 
     world = unlimited(droplet_boot_s=0.6)
     async with processes(world, redis, settings, 1) as (worker,):
