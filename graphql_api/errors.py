@@ -11,7 +11,8 @@ raised by a resolver is a bug and is masked by `ErrorPolicy` at the end of this 
     ├── NotFoundError             NOT_FOUND              404
     ├── DropletLimitReachedError  DROPLET_LIMIT_REACHED  429
     ├── RateLimitedError          RATE_LIMITED           429  (retryAfter: seconds)
-    └── UpstreamError             UPSTREAM_ERROR         502
+    ├── UpstreamError             UPSTREAM_ERROR         502
+    └── ServiceUnavailableError   SERVICE_UNAVAILABLE    503  (retryAfter: seconds)
 
 Messages never contain a token or an environment value.
 """
@@ -22,10 +23,14 @@ import re
 from collections.abc import Mapping, Sequence
 from typing import ClassVar
 
+import asyncpg
 from graphql import GraphQLError
 from graphql.error import GraphQLSyntaxError
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 from strawberry.extensions import MaskErrors
 from strawberry.schema.exceptions import CannotGetOperationTypeError, InvalidOperationTypeError
+from tortoise.exceptions import DBConnectionError
 
 #: Code and status of a masked, unexpected error.
 INTERNAL_SERVER_ERROR = "INTERNAL_SERVER_ERROR"
@@ -164,6 +169,78 @@ class UpstreamError(DeployerError):
         return {**self.details, **super().extensions}
 
 
+class ServiceUnavailableError(DeployerError):
+    """Redis or the database did not answer: an outage, not a bug and not the caller's fault.
+
+    The call may be repeated as it was after `retryAfter` seconds (`deploy` undoes a half-written deployment;
+    env changes are recorded before they run and can be read back with `deployment`).
+    """
+
+    code = "SERVICE_UNAVAILABLE"
+    status = 503
+
+    def __init__(self, service: str, retry_after_s: int = 5) -> None:
+        super().__init__(f"{service} is not answering; try again in {retry_after_s} s")
+        self.service = service
+        self.retry_after_s = retry_after_s
+
+    @property
+    def extensions(self) -> dict[str, object]:
+        """Code, status and `retryAfter` (whole seconds)."""
+        return {**super().extensions, "retryAfter": self.retry_after_s}
+
+
+#: What a lost Redis connection raises (redis-py wraps socket errors into these).
+_REDIS_OUTAGES = (RedisConnectionError, RedisTimeoutError)
+#: What a lost PostgreSQL connection raises through Tortoise, which passes asyncpg's connection errors on as they
+#: are: a dropped connection, a refused or cut connect (class 08), a server starting up or shutting down.
+_DATABASE_OUTAGES = (
+    DBConnectionError,
+    asyncpg.exceptions.ConnectionDoesNotExistError,
+    asyncpg.exceptions.PostgresConnectionError,
+    asyncpg.exceptions.CannotConnectNowError,
+    asyncpg.exceptions.AdminShutdownError,
+)
+
+
+def outage(error: BaseException | None) -> ServiceUnavailableError | None:
+    """The SERVICE_UNAVAILABLE error for an exception that says Redis or the database is not answering.
+
+    Explicit causes count too (a wrapper raised `from` a lost connection), never the implicit context: a bug
+    raised while handling a socket error is still a bug. A bare socket error (refused, reset, timed out) is what
+    asyncpg raises when it cannot connect at all (redis-py and httpx wrap their own); the code it was raised
+    through says which service it was.
+    """
+    seen: set[int] = set()
+    while error is not None and id(error) not in seen:
+        seen.add(id(error))
+        if isinstance(error, ServiceUnavailableError):
+            return error
+        if isinstance(error, _REDIS_OUTAGES):
+            return ServiceUnavailableError("Redis")
+        if isinstance(error, _DATABASE_OUTAGES):
+            return ServiceUnavailableError("The database")
+        if isinstance(error, (OSError, TimeoutError)):
+            return ServiceUnavailableError(_socket_error_service(error))
+        error = error.__cause__
+    return None
+
+
+#: Which service a bare socket error came from, by the package of the code it was raised through.
+_SERVICE_PACKAGES = {"asyncpg": "The database", "tortoise": "The database", "redis": "Redis", "saq": "Redis"}
+
+
+def _socket_error_service(error: BaseException) -> str:
+    """The service a bare socket error was raised from, told by the frames it passed on its way up."""
+    frame = error.__traceback__
+    while frame is not None:
+        package = str(frame.tb_frame.f_globals.get("__name__", "")).partition(".")[0]
+        if package in _SERVICE_PACKAGES:
+            return _SERVICE_PACKAGES[package]
+        frame = frame.tb_next
+    return "The database or Redis"
+
+
 # --- How errors reach the client ---------------------------------------------------------------------------
 
 _VARIABLE_MESSAGE = re.compile(r"^(Variable '\$\w+' (?:has|got) invalid value[^:\s]*): (.*)$", re.S)
@@ -211,8 +288,12 @@ def request_error_code(error: GraphQLError) -> str | None:
 
 
 def is_unexpected(error: GraphQLError) -> bool:
-    """Whether an error is a bug: neither a `DeployerError` nor a request error."""
-    return not isinstance(error.original_error, DeployerError) and request_error_code(error) is None
+    """Whether an error is a bug: neither a `DeployerError`, nor an outage of Redis or the database, nor a
+    request error."""
+    original = error.original_error
+    if isinstance(original, DeployerError) or outage(original) is not None:
+        return False
+    return request_error_code(error) is None
 
 
 class ErrorPolicy(MaskErrors):
@@ -244,6 +325,16 @@ class ErrorPolicy(MaskErrors):
     def _shape(self, error: GraphQLError) -> GraphQLError:
         if isinstance(error.original_error, DeployerError):
             return error
+        unavailable = outage(error.original_error)
+        if unavailable is not None:
+            return GraphQLError(
+                message=unavailable.message,
+                nodes=error.nodes,
+                source=error.source,
+                positions=error.positions,
+                path=error.path,
+                original_error=unavailable,
+            )
         code = request_error_code(error)
         if code is None:
             return self.anonymise_error(error)

@@ -12,7 +12,7 @@ from strawberry.extensions.max_aliases import create_validator as create_alias_v
 from strawberry.extensions.query_depth_limiter import create_validator as create_depth_validator
 from strawberry.types import ExecutionContext
 
-from graphql_api.errors import DeployerError, ErrorPolicy, is_unexpected, request_error_code
+from graphql_api.errors import DeployerError, ErrorPolicy, is_unexpected, outage, request_error_code
 from graphql_api.mutations import Mutation
 from graphql_api.payload import has_bad_character
 from graphql_api.queries import Query
@@ -52,6 +52,14 @@ class DeployerSchema(strawberry.Schema):
                 )
             elif isinstance(error.original_error, DeployerError):
                 logger.info("GraphQL %s at %s: %s", error.original_error.code, path, error.original_error.message)
+            elif (unavailable := outage(error.original_error)) is not None:
+                logger.warning(
+                    "GraphQL operation %s at %s: %s (%s)",
+                    operation,
+                    path,
+                    unavailable.message,
+                    type(error.original_error).__name__,
+                )
             else:
                 logger.info("GraphQL request rejected: %s", request_error_code(error))
 

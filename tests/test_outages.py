@@ -68,6 +68,14 @@ async def stored_events(url: str, deployment_id: str) -> list[dict[str, Any]]:
     return events
 
 
+def assert_unavailable(body: dict[str, Any], field: str, service: str) -> None:
+    """`field` failed with SERVICE_UNAVAILABLE naming `service` and when to retry (not a masked 500)."""
+    assert body.get("data") is None or body["data"].get(field) is None, body
+    [error] = body["errors"]
+    assert error["extensions"] == {"code": "SERVICE_UNAVAILABLE", "status": 503, "retryAfter": 5}, body
+    assert error["message"].startswith(f"{service} is not answering"), body
+
+
 def assert_each_event_once(seen: list[dict[str, Any]], stored: list[dict[str, Any]]) -> None:
     """The subscriber saw every stored event exactly once, in order."""
     assert [e["sequence"] for e in seen] == list(range(1, len(stored) + 1))
@@ -93,6 +101,8 @@ async def test_redis_restart_loses_no_deployment_and_no_event(
         await subscribers[0].wait_until(lambda e: e["stage"] == "VALIDATE_SERVER", timeout=60)
         private_redis.stop()
         await wait_for(lambda: _unready(api.url, "redis"), timeout=30, what="/readyz to report Redis down")
+        refused = await gql(other.url, DEPLOY, {"input": {}})  # an outage, said as one; nothing is kept of it
+        assert_unavailable(refused, "deploy", "Redis")
         private_redis.start()
         restarted = time.time()
         await wait_for(lambda: _ready(api.url), timeout=30, what="/readyz to recover")
@@ -111,8 +121,9 @@ async def test_redis_restart_loses_no_deployment_and_no_event(
         assert (len(world["droplets"]), len(world["servers"]), len(world["applications"])) == (4, 4, 4)
         created = await _creates(stack)
         assert created == {"droplets": 4, "servers": 4, "applications": 4}
-        count = await gql(other.url, "{ dropletCount { active } }")
+        count = await gql(other.url, "{ dropletCount { active } deployments { totalCount } }")
         assert count["data"]["dropletCount"]["active"] == 4
+        assert count["data"]["deployments"]["totalCount"] == 4  # the refused deploy left no row
         late = await deploy(other.url)  # the API's queue reconnected
         assert (await Subscriber(late, [api.url]).start().finish(timeout=60))[-1]["status"] == "COMPLETED"
         report("outages", f"Redis restart: lost jobs re-queued from the database {max(requeued):.1f} s after it")
@@ -150,6 +161,7 @@ async def test_postgres_outage_makes_readyz_fail_and_everything_recovers(
             assert time.time() - cut < 30, (status, body)
         assert body["status"] == "unavailable"
         assert "database" in body["reason"]
+        assert_unavailable(await gql(api.url, STATUS, {"id": deployment_id}), "deployment", "The database")
         await asyncio.sleep(3)  # the worker's writes fail meanwhile
         proxy.restore()
         restored = time.time()

@@ -4,10 +4,15 @@ from __future__ import annotations
 
 import logging
 
+import asyncpg
 import pytest
 import strawberry
 from graphql import GraphQLError
+from redis.asyncio import Redis
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 from tortoise import Tortoise
+from tortoise.exceptions import DBConnectionError, OperationalError
 
 from graphql_api.errors import (
     BadUserInputError,
@@ -18,6 +23,8 @@ from graphql_api.errors import (
     NotFoundError,
     UnauthenticatedError,
     UpstreamError,
+    is_unexpected,
+    outage,
     redact_request_error,
 )
 from models import Deployment
@@ -146,3 +153,57 @@ async def test_inline_literal_of_wrong_type_is_not_echoed(gql: GraphQLClient) ->
     [error] = body["errors"]
     assert error["extensions"]["code"] == "GRAPHQL_VALIDATION_FAILED"
     assert "5550123" not in str(body)
+
+
+def _raised(error: Exception, *, cause: Exception | None = None, context: Exception | None = None) -> Exception:
+    """`error` as raised: with an explicit cause (`raise … from`) or an implicit context (raised while handling)."""
+    error.__cause__ = cause
+    error.__context__ = context if context is not None else cause
+    return error
+
+
+@pytest.mark.parametrize(
+    ("error", "service"),
+    [
+        (RedisConnectionError("Error 111 connecting to 127.0.0.1:6379. Connection refused."), "Redis"),
+        (RedisTimeoutError("Timeout reading from socket"), "Redis"),
+        (
+            asyncpg.exceptions.ConnectionDoesNotExistError("connection was closed in the middle of operation"),
+            "The database",
+        ),
+        (asyncpg.exceptions.CannotConnectNowError("the database system is starting up"), "The database"),
+        (DBConnectionError("can't connect"), "The database"),
+        (ConnectionRefusedError(111, "Connect call failed ('127.0.0.1', 5432)"), "The database or Redis"),
+        (_raised(OperationalError("lost"), cause=ConnectionResetError(104, "reset")), "The database or Redis"),
+        (ValueError("a bug"), None),
+        (OperationalError('column "x" does not exist'), None),
+        (_raised(KeyError("a bug while handling"), context=ConnectionResetError(104, "reset")), None),
+        (None, None),
+    ],
+)
+def test_outages_of_redis_and_the_database_are_told_apart_from_bugs(
+    error: Exception | None, service: str | None
+) -> None:
+    """Lost connections (or errors raised from one) are SERVICE_UNAVAILABLE naming the service; a bug raised
+    while handling a socket error, or any other exception, is not."""
+    found = outage(error)
+    assert (found.service if found else None) == service
+    assert is_unexpected(GraphQLError("x", original_error=error)) is (service is None and error is not None)
+    if found is not None:
+        assert found.extensions == {"code": "SERVICE_UNAVAILABLE", "status": 503, "retryAfter": 5}
+        assert found.message == f"{service} is not answering; try again in 5 s"
+
+
+async def test_a_refused_connection_is_told_by_the_client_it_came_through() -> None:
+    """asyncpg raises a bare socket error when nothing listens; its frames name the database. redis-py wraps its
+    own. Both against a port nothing listens on."""
+    with pytest.raises(ConnectionRefusedError) as refused:
+        await asyncpg.connect("postgresql://postgres@127.0.0.1:9/test", timeout=5)
+    found = outage(refused.value)
+    assert found is not None and found.service == "The database"
+    client = Redis.from_url("redis://127.0.0.1:9/0", socket_connect_timeout=5)
+    with pytest.raises(RedisConnectionError) as lost:
+        await client.ping()
+    await client.aclose()
+    found = outage(lost.value)
+    assert found is not None and found.service == "Redis"

@@ -8,6 +8,7 @@ from dataclasses import replace
 from typing import Any
 
 import httpx
+from redis.exceptions import ConnectionError as RedisConnectionError
 from saq import Queue
 from starlette.applications import Starlette
 
@@ -184,25 +185,49 @@ async def test_concurrent_deploys_never_exceed_the_limit(gql: GraphQLClient, que
 
 
 class FailingQueue:
-    """A queue whose Redis is gone: every enqueue fails."""
+    """A queue whose enqueue fails with `error` (the env stash still reaches the real Redis first)."""
+
+    def __init__(self, real: Queue, error: Exception) -> None:
+        self.redis = real.redis  # type: ignore[attr-defined]
+        self.error = error
 
     async def enqueue(self, *args: object, **kwargs: object) -> None:
-        """Fail like a lost Redis connection."""
-        raise ConnectionError("queue unavailable")
+        """Fail as told."""
+        raise self.error
+
+
+async def assert_nothing_kept() -> None:
+    """No deployment, event or held slot is left of a refused deploy."""
+    assert await Deployment.all().count() == 0
+    assert await DeploymentEvent.all().count() == 0
+    assert await DropletSlot.filter(deployment_id__isnull=False).count() == 0
+
+
+async def test_a_lost_redis_after_reservation_is_an_outage_and_releases_the_slot(
+    app: Starlette, gql: GraphQLClient
+) -> None:
+    """Redis goes away between the reservation and the enqueue: the slot is released, the row removed, and the
+    client is told that Redis is not answering and when to retry (SERVICE_UNAVAILABLE, not a masked bug)."""
+    services: Services = app.state.services
+    services.queue = FailingQueue(services.queue, RedisConnectionError("Error 111 connecting to 127.0.0.1:6379."))  # type: ignore[assignment]
+    _status, body = await gql("mutation { deploy { id } }")
+    [error] = body["errors"]
+    assert error["extensions"] == {"code": "SERVICE_UNAVAILABLE", "status": 503, "retryAfter": 5}
+    assert error["message"] == "Redis is not answering; try again in 5 s"
+    assert "6379" not in str(body)
+    await assert_nothing_kept()
 
 
 async def test_failure_after_reservation_releases_the_slot(app: Starlette, gql: GraphQLClient) -> None:
-    """When enqueueing fails, the slot is released and the row removed; the client sees a masked error."""
+    """When enqueueing fails with a bug, the slot is released and the row removed; the client sees a masked error."""
     services: Services = app.state.services
-    services.queue = FailingQueue()  # type: ignore[assignment]
+    services.queue = FailingQueue(services.queue, RuntimeError("queue broken"))  # type: ignore[assignment]
     _status, body = await gql("mutation { deploy { id } }")
     [error] = body["errors"]
     assert error["extensions"] == {"code": "INTERNAL_SERVER_ERROR", "status": 500}
     assert error["message"] == "Internal server error"
-    assert "queue unavailable" not in str(body)
-    assert await Deployment.all().count() == 0
-    assert await DeploymentEvent.all().count() == 0
-    assert await DropletSlot.filter(deployment_id__isnull=False).count() == 0
+    assert "queue broken" not in str(body)
+    await assert_nothing_kept()
 
 
 async def test_deploy_id_is_a_uuid(gql: GraphQLClient) -> None:
