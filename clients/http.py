@@ -21,7 +21,9 @@ Retries follow :class:`RetryPolicy`:
 Every wait goes through an injectable ``sleep`` so tests never sleep for real. An optional ``throttle`` is
 awaited before every attempt (a shared request budget), and an optional ``on_rate_limited`` after every 429 with
 the seconds the API asked for (or the backoff when it did not say), so the shared budget pauses every process
-that draws from it, not only the one refused. Each attempt is logged with method, path (no query),
+that draws from it, not only the one refused. An optional ``on_quota`` hears what every response says of the
+token's longer quota (DigitalOcean's ``ratelimit-remaining`` / ``ratelimit-reset``: 5,000 requests a rolling
+hour), so the budget can slow down before that quota runs out. Each attempt is logged with method, path (no query),
 status, request id and attempt number; never headers, bodies or values.
 """
 
@@ -57,12 +59,14 @@ __all__ = [
     "RETRYABLE_METHODS",
     "ApiHTTP",
     "JSONObject",
+    "QuotaHook",
     "RateLimitHook",
     "RetryPolicy",
     "Sleep",
     "Throttle",
     "current_deadline",
     "path_segment",
+    "quota_left",
     "request_deadline",
     "retry_delay_hint",
 ]
@@ -74,6 +78,8 @@ Sleep = Callable[[float], Awaitable[None]]
 Throttle = Callable[[], Awaitable[None]]
 #: Awaited after every 429 with the seconds to pause: pushes the shared request budget back that far.
 RateLimitHook = Callable[[float], Awaitable[None]]
+#: Told after every response that reports a request quota: (requests left, seconds until one more frees up).
+QuotaHook = Callable[[int, float], Awaitable[None]]
 
 #: Methods that may be sent again after an ambiguous failure (timeout, connection error, 5xx). POST and PATCH
 #: are deliberately absent; any method is sent again after a 429, which the APIs answer before processing.
@@ -179,6 +185,19 @@ def retry_delay_hint(headers: httpx.Headers, now: float) -> float | None:
     return None
 
 
+def quota_left(headers: httpx.Headers, now: float) -> tuple[int, float] | None:
+    """DigitalOcean's hourly quota as a response reports it: (requests left, seconds until the oldest counted
+    request expires and one more is allowed), or None when the response does not say (Coolify never does)."""
+    remaining = headers.get("ratelimit-remaining")
+    reset = headers.get("ratelimit-reset")
+    if remaining is None or reset is None:
+        return None
+    try:
+        return int(remaining), max(0.0, float(reset) - now)
+    except ValueError:
+        return None
+
+
 def _field_errors(raw: object) -> dict[str, tuple[str, ...]]:
     """Normalise Coolify's ``errors`` ({field: [msg, ...]} or {field: msg}) into tuples of strings."""
     if not isinstance(raw, Mapping):
@@ -215,6 +234,7 @@ class ApiHTTP:
             It may raise a :class:`~clients.errors.CloudAPIError` (the request is then not sent).
         on_rate_limited: awaited after every 429 with the seconds the API asked to wait (``Retry-After``,
             ``ratelimit-reset``), or the backoff when it did not say, whether or not the request is retried.
+        on_quota: awaited after every other response that reports the token's quota (:func:`quota_left`).
     """
 
     def __init__(
@@ -234,6 +254,7 @@ class ApiHTTP:
         monotonic: Callable[[], float] | None = None,
         throttle: Throttle | None = None,
         on_rate_limited: RateLimitHook | None = None,
+        on_quota: QuotaHook | None = None,
     ) -> None:
         if transport is not None and http_client is not None:
             raise ValueError(f"{api}: pass either transport or http_client, not both")
@@ -248,6 +269,7 @@ class ApiHTTP:
         self._monotonic = monotonic or time.monotonic
         self._throttle = throttle
         self._on_rate_limited = on_rate_limited
+        self._on_quota = on_quota
         self._owns_client = http_client is None
         if http_client is None:
             self._timeout: httpx.Timeout | None = None
@@ -342,6 +364,10 @@ class ApiHTTP:
                     attempt,
                     elapsed_ms,
                 )
+                if self._on_quota is not None and response.status_code != 429:
+                    quota = quota_left(response.headers, self._clock())
+                    if quota is not None:
+                        await self._on_quota(*quota)
                 if response.is_success:
                     return response
                 error = self._status_error(response, method, log_path)
@@ -510,6 +536,7 @@ class APIClient:
         sleep: Sleep | None = None,
         throttle: Throttle | None = None,
         on_rate_limited: RateLimitHook | None = None,
+        on_quota: QuotaHook | None = None,
     ) -> None:
         self._http = ApiHTTP(
             api=self.API,
@@ -523,6 +550,7 @@ class APIClient:
             sleep=sleep,
             throttle=throttle,
             on_rate_limited=on_rate_limited,
+            on_quota=on_quota,
         )
 
     def __repr__(self) -> str:

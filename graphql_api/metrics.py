@@ -97,4 +97,11 @@ async def _budget_counters(services: Services) -> list[str]:
             [({"cloud": api}, float(s.refused)) for api, s in stats],
             "counter",
         ),
+        *_gauge(
+            "deployer_budget_quota_holds_total",
+            "Responses whose low hourly quota (DigitalOcean's ratelimit-remaining) held the budget until the"
+            " oldest counted request expired, by cloud (all processes).",
+            [({"cloud": api}, float(s.quota_holds)) for api, s in stats],
+            "counter",
+        ),
     ]

@@ -19,6 +19,11 @@ later one be refused.
   fit would be.
 - A 429 (the clients' ``on_rate_limited`` hook) pushes ``next`` to at least now + the wait the cloud asked
   for (at most :data:`MAX_PUSH_BACK_S`), so every process pauses, not only the one refused.
+- DigitalOcean's other limit, 5,000 requests a rolling hour, is read off every response
+  (``ratelimit-remaining``, ``ratelimit-reset``: the clients' ``on_quota`` hook). Once no more than
+  :data:`QUOTA_RESERVE` requests are left, :meth:`RequestBudget.on_quota` holds every process until the oldest
+  counted request expires, so the quota is spent as fast as it frees up and never to the last request, instead of
+  being learnt from 429s that say nothing of when to come back.
 - While Redis cannot be reached, requests go without a slot (logged once): the clouds' 429s remain.
 - The script reads Redis's clock (``TIME``), so processes on several machines agree on time; tests inject one.
 - Waits are logged at DEBUG, and counted in Redis beside the bucket (requests, seconds waited, 429 push-backs,
@@ -42,12 +47,13 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from clients.errors import RequestBudgetError
-from clients.http import RateLimitHook, Throttle, current_deadline
+from clients.http import QuotaHook, RateLimitHook, Throttle, current_deadline
 from settings import Settings
 
 __all__ = [
     "HEADROOM",
     "MAX_PUSH_BACK_S",
+    "QUOTA_RESERVE",
     "BudgetStats",
     "ClientHooks",
     "CloudBudgets",
@@ -72,6 +78,11 @@ DEFAULT_MAX_WAIT_S = 30.0
 #: Longest pause one 429 imposes on everyone: a minute is the longest window of either cloud's per-minute
 #: limit, and a stray far-off ``Retry-After`` must not stop every process for an hour (the next 429 says more).
 MAX_PUSH_BACK_S = 60.0
+#: Requests of a longer quota (DigitalOcean's 5,000 an hour) left unspent: room for the requests already on their
+#: way from every process when one learns that the quota is low, and for an operator's own calls with the token.
+QUOTA_RESERVE = 50
+#: Longest hold a low quota imposes: DigitalOcean's window is an hour, so its oldest request expires within one.
+MAX_QUOTA_HOLD_S = 3600.0
 
 # KEYS[1] the bucket (next free slot, seconds), KEYS[2] its counters.
 # ARGV[1] interval, ARGV[2] longest acceptable wait (< 0: any), ARGV[3] now ('' = Redis TIME).
@@ -100,7 +111,8 @@ if wait > 0 then redis.call('HINCRBYFLOAT', KEYS[2], 'wait_s', tostring(wait)) e
 return {1, tostring(wait)}
 """
 
-# KEYS as above. ARGV[1] seconds to pause, ARGV[2] now ('' = Redis TIME). Returns the next slot's wait.
+# KEYS as above. ARGV[1] seconds to pause, ARGV[2] now ('' = Redis TIME), ARGV[3] the counter to add one to.
+# Returns the next slot's wait.
 _PUSH_BACK = """
 local now
 if ARGV[2] == '' then
@@ -111,7 +123,7 @@ else
 end
 local resume = now + tonumber(ARGV[1])
 local slot = tonumber(redis.call('GET', KEYS[1]) or '0')
-redis.call('HINCRBY', KEYS[2], 'rate_limited', 1)
+redis.call('HINCRBY', KEYS[2], ARGV[3], 1)
 if slot < resume then
   slot = resume
   redis.call('SET', KEYS[1], tostring(slot), 'PX', math.ceil((slot - now) * 1000) + 60000)
@@ -134,6 +146,7 @@ class BudgetStats:
     wait_s: float = 0.0
     rate_limited: int = 0
     refused: int = 0
+    quota_holds: int = 0
 
 
 async def read_budget_stats(redis: Redis, api: str, token: str) -> BudgetStats:
@@ -149,6 +162,7 @@ async def _stats_at(redis: Redis, key: str) -> BudgetStats:
         wait_s=values.get("wait_s", 0.0),
         rate_limited=int(values.get("rate_limited", 0)),
         refused=int(values.get("refused", 0)),
+        quota_holds=int(values.get("quota_holds", 0)),
     )
 
 
@@ -180,20 +194,23 @@ def client_hooks(budget: RequestBudget | None) -> ClientHooks:
     """The keyword arguments that make a cloud client draw from ``budget`` (none when it is None)."""
     if budget is None:
         return {}
-    return {"throttle": budget.acquire, "on_rate_limited": budget.push_back}
+    return {"throttle": budget.acquire, "on_rate_limited": budget.push_back, "on_quota": budget.on_quota}
 
 
 class ClientHooks(TypedDict, total=False):
-    """``throttle`` and ``on_rate_limited`` for `clients.digitalocean` / `clients.coolify` constructors."""
+    """``throttle``, ``on_rate_limited`` and ``on_quota`` for `clients.digitalocean` / `clients.coolify`
+    constructors."""
 
     throttle: Throttle
     on_rate_limited: RateLimitHook
+    on_quota: QuotaHook
 
 
 class RequestBudget:
     """``per_minute`` requests a minute, evenly spaced, for every process using one cloud token.
 
-    Pass :meth:`acquire` as a client's ``throttle`` and :meth:`push_back` as its ``on_rate_limited``.
+    Pass :meth:`acquire` as a client's ``throttle``, :meth:`push_back` as its ``on_rate_limited`` and
+    :meth:`on_quota` as its ``on_quota`` (:func:`client_hooks` does).
 
     Args:
         api: ``"digitalocean"`` or ``"coolify"`` (names the key, the logs and the error).
@@ -234,6 +251,8 @@ class RequestBudget:
         self._max_wait_s = max_wait_s
         #: True while Redis is unreachable (requests then go without a slot).
         self._degraded = False
+        #: True while the last response this process saw left no more than QUOTA_RESERVE of the longer quota.
+        self._quota_low = False
 
     def __repr__(self) -> str:
         return f"RequestBudget(api={self.api!r}, per_minute={self.per_minute})"
@@ -284,13 +303,44 @@ class RequestBudget:
 
     async def push_back(self, seconds: float) -> None:
         """After a 429: nobody sends with this token for ``seconds`` (the clients' ``on_rate_limited``)."""
-        pause = min(max(0.0, seconds), MAX_PUSH_BACK_S)
+        wait = await self._hold(min(max(0.0, seconds), MAX_PUSH_BACK_S), "rate_limited")
+        if wait is not None:
+            logger.info("%s answered 429: every process pauses its requests for %.2f s", self.api, wait)
+
+    async def on_quota(self, remaining: int, reset_in_s: float) -> None:
+        """What a response said of the token's longer quota (the clients' ``on_quota``): with no more than
+        :data:`QUOTA_RESERVE` requests left, nobody sends until the oldest counted request expires."""
+        if remaining > QUOTA_RESERVE:
+            if self._quota_low:
+                self._quota_low = False
+                logger.warning(
+                    "%s hourly quota: %d requests left again; requests go at the budget's pace", self.api, remaining
+                )
+            return
+        if reset_in_s <= 0:
+            return
+        wait = await self._hold(min(reset_in_s, MAX_QUOTA_HOLD_S), "quota_holds")
+        if wait is None:
+            return
+        level = logging.DEBUG if self._quota_low else logging.WARNING
+        self._quota_low = True
+        logger.log(
+            level,
+            "%s hourly quota: %d requests left (%d kept in reserve); every process holds its requests for %.2f s,"
+            " until the oldest counted request expires",
+            self.api,
+            remaining,
+            QUOTA_RESERVE,
+            wait,
+        )
+
+    async def _hold(self, seconds: float, counter: str) -> float | None:
+        """Push the next slot to at least now + ``seconds`` and count it; the wait now, None without Redis."""
         try:
-            wait = float(await self._push_back(keys=self._keys, args=[pause, self._now_arg()]))
+            return float(await self._push_back(keys=self._keys, args=[seconds, self._now_arg(), counter]))
         except (RedisConnectionError, RedisTimeoutError) as exc:
             self._redis_unreachable(exc)
-            return
-        logger.info("%s answered 429: every process pauses its requests for %.2f s", self.api, wait)
+            return None
 
     def _redis_unreachable(self, exc: Exception) -> None:
         if not self._degraded:

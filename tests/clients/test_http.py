@@ -820,6 +820,42 @@ async def test_a_429_without_a_hint_reports_the_backoff_even_when_it_is_not_retr
     assert pauses == [0.5, 1.0]
 
 
+async def test_every_response_reporting_a_quota_is_told_to_the_budget(
+    make_http: Callable[..., ApiHTTP], httpx_mock: HTTPXMock
+) -> None:
+    """`on_quota` hears (requests left, seconds until the oldest expires) from every response that carries
+    DigitalOcean's quota headers, errors included, but not from a 429 (that is `on_rate_limited`'s) nor from a
+    response without them (Coolify's)."""
+    quotas: list[tuple[int, float]] = []
+    pauses: list[float] = []
+
+    async def on_quota(remaining: int, reset_in_s: float) -> None:
+        quotas.append((remaining, reset_in_s))
+
+    async def on_rate_limited(seconds: float) -> None:
+        pauses.append(seconds)
+
+    client = make_http(on_quota=on_quota, on_rate_limited=on_rate_limited)
+    reset = str(int(NOW) + 1800)
+    httpx_mock.add_response(url=f"{BASE}/a", json={}, headers={"ratelimit-remaining": "4999", "ratelimit-reset": reset})
+    httpx_mock.add_response(
+        url=f"{BASE}/b", status_code=404, headers={"ratelimit-remaining": "12", "ratelimit-reset": reset}
+    )
+    httpx_mock.add_response(
+        url=f"{BASE}/c", status_code=429, headers={"ratelimit-remaining": "0", "ratelimit-reset": reset}
+    )
+    httpx_mock.add_response(url=f"{BASE}/c", json={})  # no quota headers
+    httpx_mock.add_response(url=f"{BASE}/d", json={}, headers={"ratelimit-remaining": "x", "ratelimit-reset": reset})
+    await client.send("GET", "/a")
+    with pytest.raises(NotFoundError):
+        await client.send("GET", "/b")
+    await client.send("GET", "/c")
+    await client.send("GET", "/d")
+    await client.aclose()
+    assert quotas == [(4999, 1800.0), (12, 1800.0)]
+    assert pauses == [1800.0]
+
+
 async def test_a_throttle_that_refuses_sends_nothing(make_http: Callable[..., ApiHTTP], httpx_mock: HTTPXMock) -> None:
     """A budget with no slot in time raises its error from the throttle, and no request leaves."""
 

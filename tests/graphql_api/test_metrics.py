@@ -59,6 +59,7 @@ async def test_the_api_draws_from_the_shared_budgets_and_reports_them(
     lines = text.splitlines()
     assert f'deployer_budget_requests_total{{cloud="digitalocean"}} {sent}' in lines
     assert 'deployer_budget_rate_limited_total{cloud="digitalocean"} 0' in lines
+    assert 'deployer_budget_quota_holds_total{cloud="digitalocean"} 0' in lines
     assert "# TYPE deployer_budget_wait_seconds_total counter" in lines
     assert any(line.startswith('deployer_budget_requests_total{cloud="coolify"}') for line in lines)
     assert token not in text

@@ -25,7 +25,16 @@ from clients.digitalocean import DigitalOceanClient
 from clients.errors import RequestBudgetError
 from clients.http import RetryPolicy, request_deadline
 from deployer.embedded_redis import EmbeddedRedis
-from jobs.budget import HEADROOM, MAX_PUSH_BACK_S, RequestBudget, budget_for, client_hooks, read_budget_stats
+from jobs.budget import (
+    HEADROOM,
+    MAX_PUSH_BACK_S,
+    MAX_QUOTA_HOLD_S,
+    QUOTA_RESERVE,
+    RequestBudget,
+    budget_for,
+    client_hooks,
+    read_budget_stats,
+)
 from jobs.context import Deps, PipelineConfig, WorkerContext
 from jobs.worker import worker_settings
 from models.deployment import Deployment, DeploymentStatus
@@ -199,6 +208,53 @@ async def test_one_429_pauses_everyone_for_at_most_a_minute(redis: Redis, token:
     await budget.push_back(5.0)
     assert await budget.reserve() == MAX_PUSH_BACK_S
     assert (await budget.stats()).rate_limited == 2
+
+
+async def test_a_low_hourly_quota_holds_everyone_until_its_oldest_request_expires(
+    redis: Redis, second_redis: Redis, token: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A response leaving more than QUOTA_RESERVE requests changes nothing; one leaving QUOTA_RESERVE or fewer
+    holds every process until `ratelimit-reset` (longer than a 429's minute, at most an hour), warning once."""
+    clock = FixedClock()
+    budget = RequestBudget(redis, api="digitalocean", token=token, per_minute=250, clock=clock, max_wait_s=1e9)
+    other = RequestBudget(second_redis, api="digitalocean", token=token, per_minute=250, clock=clock, max_wait_s=1e9)
+    with caplog.at_level(logging.DEBUG, logger="deployer.budget"):
+        await budget.on_quota(QUOTA_RESERVE + 1, 900.0)
+        assert await other.reserve() == 0.0
+        await budget.on_quota(QUOTA_RESERVE, 900.0)
+        assert await other.reserve() == pytest.approx(900.0)
+        await budget.on_quota(3, 7200.0)  # a reset further off than any hour is a broken header: capped
+        assert await other.reserve() == pytest.approx(MAX_QUOTA_HOLD_S)
+        await budget.on_quota(QUOTA_RESERVE + 1, 10.0)
+    stats = await budget.stats()
+    assert (stats.quota_holds, stats.rate_limited) == (2, 0)
+    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert len(warnings) == 2, warnings  # low (once, not per response), then recovered
+    assert warnings[0].startswith(f"digitalocean hourly quota: {QUOTA_RESERVE} requests left")
+    assert "requests left again" in warnings[1]
+
+
+async def test_a_client_spends_the_hourly_quota_as_it_frees_up_without_a_429(redis: Redis, token: str) -> None:
+    """Against the sandbox's rolling hour (90 requests, an hour lasting 1 s): 100 requests in a row through the
+    budget never earn a 429; they wait for the oldest requests to expire. Without the quota hook the same
+    requests meet the limit."""
+    limit = QUOTA_RESERVE + 40
+    world = World(replace(FAST_WORLD, time_scale=3600, do_rate_limit_per_hour=limit, do_rate_limit_per_minute=250))
+    budget = RequestBudget(redis, api="digitalocean", token=token, per_minute=250 * 3600)
+    started = time.monotonic()
+    async with DigitalOceanClient(
+        api_url="http://sandbox/sandbox/digitalocean",
+        token=token,
+        transport=httpx.ASGITransport(app=create_sandbox(world)),
+        **client_hooks(budget),
+    ) as client:
+        for _ in range(100):
+            await client.get_account()
+    elapsed = time.monotonic() - started
+    calls = world.calls("GET", "/v2/account")
+    assert [c.status for c in calls] == [200] * 100
+    assert elapsed >= 1.0  # the first requests had to expire: 100 do not fit in one hour of 90
+    assert (await budget.stats()).quota_holds >= 1
 
 
 async def test_without_redis_requests_go_unbudgeted(
