@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
@@ -160,3 +161,33 @@ async def test_an_aborted_job_is_cancelled(running: tuple[DeployerWorker, Pollin
 
     await wait_until(aborted, timeout=10)
     assert victim.error == "stop it"
+
+
+async def test_an_idle_worker_stops_without_waiting_out_the_grace(
+    settings: Settings, redis: Redis, caplog: pytest.LogCaptureFixture
+) -> None:
+    """With no job running, stop does not hold for the shutdown grace (30 s here): SAQ's upkeep loops and its
+    blocked dequeue are cancelled at once, and SAQ never warns that tasks outlived the grace."""
+    options = worker_settings(settings, transport=httpx.ASGITransport(app=create_sandbox(World(FAST_WORLD))))
+    worker = DeployerWorker(**{**options, "shutdown_grace_period_s": 30})
+    await worker.queue.connect()
+    task = asyncio.create_task(worker.start())
+    name = worker_client_name(settings)
+
+    async def waiting_for_work() -> bool:
+        return any(c.get("cmd") in ("blmove", "brpoplpush") for c in await worker_clients(redis, name))
+
+    try:
+        await wait_until(waiting_for_work)
+        with caplog.at_level(logging.WARNING, logger="saq"):
+            async with asyncio.timeout(20):  # well inside the grace: the old stop waited all 30 s
+                await worker.stop()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+        assert not [r for r in caplog.records if "grace period" in r.getMessage()]
+        assert not worker.tasks
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+        await worker.queue.disconnect()
