@@ -296,12 +296,32 @@ def is_unexpected(error: GraphQLError) -> bool:
     return request_error_code(error) is None
 
 
+def _reissued(
+    error: GraphQLError,
+    message: str,
+    *,
+    original_error: Exception | None = None,
+    extensions: dict[str, object] | None = None,
+) -> GraphQLError:
+    """`error` at the same place in the document and the result, with another message and cause."""
+    return GraphQLError(
+        message=message,
+        nodes=error.nodes,
+        source=error.source,
+        positions=error.positions,
+        path=error.path,
+        original_error=original_error,
+        extensions=extensions,
+    )
+
+
 class ErrorPolicy(MaskErrors):
     """Shape every error the client sees.
 
-    `DeployerError`s pass with their code and status. Request errors (syntax, validation, variable coercion)
-    get a code and status 400 and lose any echoed input value. Everything else is a bug: the client gets only
-    "Internal server error" with code INTERNAL_SERVER_ERROR (the schema logs the original server-side).
+    `DeployerError`s pass with their code and status, and so does an outage of Redis or the database, as
+    SERVICE_UNAVAILABLE. Request errors (syntax, validation, variable coercion) get a code and status 400 and
+    lose any echoed input value. Everything else is a bug: the client gets only "Internal server error" with
+    code INTERNAL_SERVER_ERROR (the schema logs the original server-side).
     """
 
     def __init__(self) -> None:
@@ -309,15 +329,7 @@ class ErrorPolicy(MaskErrors):
 
     def anonymise_error(self, error: GraphQLError) -> GraphQLError:
         """The masked error, carrying the INTERNAL_SERVER_ERROR extensions."""
-        return GraphQLError(
-            message=INTERNAL_MESSAGE,
-            nodes=error.nodes,
-            source=error.source,
-            positions=error.positions,
-            path=error.path,
-            original_error=None,
-            extensions={"code": INTERNAL_SERVER_ERROR, "status": 500},
-        )
+        return _reissued(error, INTERNAL_MESSAGE, extensions={"code": INTERNAL_SERVER_ERROR, "status": 500})
 
     def _process_errors(self, errors: list[GraphQLError]) -> list[GraphQLError]:
         return [self._shape(error) for error in errors]
@@ -327,25 +339,11 @@ class ErrorPolicy(MaskErrors):
             return error
         unavailable = outage(error.original_error)
         if unavailable is not None:
-            return GraphQLError(
-                message=unavailable.message,
-                nodes=error.nodes,
-                source=error.source,
-                positions=error.positions,
-                path=error.path,
-                original_error=unavailable,
-            )
+            return _reissued(error, unavailable.message, original_error=unavailable)
         code = request_error_code(error)
         if code is None:
             return self.anonymise_error(error)
         original = error.original_error
         known = next((text for kind, text in _OPERATION_ERRORS.items() if isinstance(original, kind)), None)
-        return GraphQLError(
-            message=known or redact_request_error(error.message),
-            nodes=error.nodes,
-            source=error.source,
-            positions=error.positions,
-            path=error.path,
-            original_error=None,
-            extensions={"code": code, "status": 400},
-        )
+        message = known or redact_request_error(error.message)
+        return _reissued(error, message, extensions={"code": code, "status": 400})

@@ -84,17 +84,26 @@ QUOTA_RESERVE = 50
 #: Longest hold a low quota imposes: DigitalOcean's window is an hour, so its oldest request expires within one.
 MAX_QUOTA_HOLD_S = 3600.0
 
+
 # KEYS[1] the bucket (next free slot, seconds), KEYS[2] its counters.
 # ARGV[1] interval, ARGV[2] longest acceptable wait (< 0: any), ARGV[3] now ('' = Redis TIME).
 # Returns {granted 0/1, wait seconds as a string}.
-_ACQUIRE = """
+def _now_from(argument: int) -> str:
+    """Lua that sets `now`: ARGV[argument] when given, else Redis's own clock (``TIME``)."""
+    return f"""
 local now
-if ARGV[3] == '' then
+if ARGV[{argument}] == '' then
   local t = redis.call('TIME')
   now = tonumber(t[1]) + tonumber(t[2]) / 1000000
 else
-  now = tonumber(ARGV[3])
+  now = tonumber(ARGV[{argument}])
 end
+"""
+
+
+_ACQUIRE = (
+    _now_from(3)
+    + """
 local interval = tonumber(ARGV[1])
 local max_wait = tonumber(ARGV[2])
 local slot = tonumber(redis.call('GET', KEYS[1]) or '0')
@@ -110,17 +119,13 @@ redis.call('HINCRBY', KEYS[2], 'requests', 1)
 if wait > 0 then redis.call('HINCRBYFLOAT', KEYS[2], 'wait_s', tostring(wait)) end
 return {1, tostring(wait)}
 """
+)
 
 # KEYS as above. ARGV[1] seconds to pause, ARGV[2] now ('' = Redis TIME), ARGV[3] the counter to add one to.
 # Returns the next slot's wait.
-_PUSH_BACK = """
-local now
-if ARGV[2] == '' then
-  local t = redis.call('TIME')
-  now = tonumber(t[1]) + tonumber(t[2]) / 1000000
-else
-  now = tonumber(ARGV[2])
-end
+_PUSH_BACK = (
+    _now_from(2)
+    + """
 local resume = now + tonumber(ARGV[1])
 local slot = tonumber(redis.call('GET', KEYS[1]) or '0')
 redis.call('HINCRBY', KEYS[2], ARGV[3], 1)
@@ -130,6 +135,7 @@ if slot < resume then
 end
 return tostring(slot - now)
 """
+)
 
 
 def budget_key(api: str, token: str) -> str:
