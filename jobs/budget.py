@@ -85,9 +85,6 @@ QUOTA_RESERVE = 50
 MAX_QUOTA_HOLD_S = 3600.0
 
 
-# KEYS[1] the bucket (next free slot, seconds), KEYS[2] its counters.
-# ARGV[1] interval, ARGV[2] longest acceptable wait (< 0: any), ARGV[3] now ('' = Redis TIME).
-# Returns {granted 0/1, wait seconds as a string}.
 def _now_from(argument: int) -> str:
     """Lua that sets `now`: ARGV[argument] when given, else Redis's own clock (``TIME``)."""
     return f"""
@@ -101,6 +98,9 @@ end
 """
 
 
+# KEYS[1] the bucket (next free slot, seconds), KEYS[2] its counters.
+# ARGV[1] interval, ARGV[2] longest acceptable wait (< 0: any), ARGV[3] now ('' = Redis TIME).
+# Returns {granted 0/1, wait seconds as a string}.
 _ACQUIRE = (
     _now_from(3)
     + """
