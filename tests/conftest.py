@@ -18,6 +18,8 @@ from models.slot import ensure_slots
 from sandbox.state import DEFAULT_COOLIFY_PUBLIC_KEY, SandboxConfig
 from settings import CoolifySettings, DigitalOceanSettings, Settings, Timings
 
+pytest_plugins = ["tests.hangdump"]
+
 REPO_ROOT = Path(__file__).resolve().parents[1]
 SSH_PUBLIC_KEY = DEFAULT_COOLIFY_PUBLIC_KEY
 FAST = 0.05
