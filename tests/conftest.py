@@ -4,6 +4,7 @@ PostgreSQL when DATABASE_URL is set), small timings, and a sandbox reachable thr
 from __future__ import annotations
 
 import os
+import sys
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -11,7 +12,9 @@ from pathlib import Path
 import asyncpg
 import pytest
 from redis.asyncio import Redis
+from tortoise import Tortoise
 
+import models.db as db_module
 from deployer.embedded_redis import EmbeddedRedis
 from models.db import close_db, init_db
 from models.slot import ensure_slots
@@ -103,6 +106,11 @@ async def database_url(tmp_path: Path) -> str:
 @pytest.fixture
 async def db(database_url: str) -> AsyncIterator[str]:
     """The database opened for this process with tables and 3 droplet slots; yields its URL."""
+    if db_module._users or Tortoise.is_inited():
+        # Not expected: an earlier test left the database open, so this one would use connections made on that
+        # test's (closed) event loop. Said on stderr, as evidence for a rare hang (see tests/hangdump.py).
+        users = db_module._users
+        sys.stderr.write(f"\n=== db fixture: the database is still open from an earlier test ({users} users) ===\n")
     await init_db(database_url)
     await ensure_slots(3)
     try:

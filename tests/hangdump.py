@@ -28,15 +28,29 @@ def _timeout_of(item: pytest.Item) -> float:
     return float(item.config.getini("timeout") or 0)
 
 
+def _awaits(coro: object) -> list[str]:
+    """The chain of coroutines a task's coroutine is suspended in, down to what the innermost one awaits."""
+    lines = []
+    for _ in range(200):
+        frame = getattr(coro, "cr_frame", None) or getattr(coro, "gi_frame", None)
+        if frame is None:
+            lines.append(f"    awaiting {coro!r}"[:400] + "\n")
+            break
+        lines.append(f"    {frame.f_code.co_filename}:{frame.f_lineno} in {frame.f_code.co_name}\n")
+        coro = getattr(coro, "cr_await", None) or getattr(coro, "gi_yieldfrom", None)
+        if coro is None:
+            break
+    return lines
+
+
 def _dump(nodeid: str) -> None:
     try:
         loops = [o for o in gc.get_objects() if isinstance(o, asyncio.AbstractEventLoop) and o.is_running()]
         lines = [f"\n=== {nodeid}: close to its timeout; where the tasks of {len(loops)} running loop(s) wait ===\n"]
         for loop in loops:
             for task in list(asyncio.all_tasks(loop)):
-                lines.append(f"--- {task.get_name()} {task.get_coro()!r}\n")
-                for frame in task.get_stack():
-                    lines.append(f"    {frame.f_code.co_filename}:{frame.f_lineno} in {frame.f_code.co_name}\n")
+                lines.append(f"--- {task.get_name()}\n")
+                lines.extend(_awaits(task.get_coro()))
         sys.stderr.write("".join(lines))
     except Exception as exc:  # diagnostics only: never fail the test for it
         sys.stderr.write(f"\n=== {nodeid}: could not list its tasks ({exc!r}) ===\n")
