@@ -175,14 +175,8 @@ def retry_delay_hint(headers: httpx.Headers, now: float) -> float | None:
         parsed = _parse_retry_after(retry_after, now)
         if parsed is not None:
             return parsed
-    remaining = headers.get("ratelimit-remaining")
-    reset = headers.get("ratelimit-reset")
-    if remaining is not None and reset is not None and remaining.strip() == "0":
-        try:
-            return max(0.0, float(reset) - now)
-        except ValueError:
-            return None
-    return None
+    quota = quota_left(headers, now)
+    return quota[1] if quota is not None and quota[0] == 0 else None
 
 
 def quota_left(headers: httpx.Headers, now: float) -> tuple[int, float] | None:

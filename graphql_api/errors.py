@@ -23,14 +23,12 @@ import re
 from collections.abc import Mapping, Sequence
 from typing import ClassVar
 
-import asyncpg
 from graphql import GraphQLError
 from graphql.error import GraphQLSyntaxError
-from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import TimeoutError as RedisTimeoutError
 from strawberry.extensions import MaskErrors
 from strawberry.schema.exceptions import CannotGetOperationTypeError, InvalidOperationTypeError
-from tortoise.exceptions import DBConnectionError
+
+from jobs.outages import unavailable_service
 
 #: Code and status of a masked, unexpected error.
 INTERNAL_SERVER_ERROR = "INTERNAL_SERVER_ERROR"
@@ -190,55 +188,11 @@ class ServiceUnavailableError(DeployerError):
         return {**super().extensions, "retryAfter": self.retry_after_s}
 
 
-#: What a lost Redis connection raises (redis-py wraps socket errors into these).
-_REDIS_OUTAGES = (RedisConnectionError, RedisTimeoutError)
-#: What a lost PostgreSQL connection raises through Tortoise, which passes asyncpg's connection errors on as they
-#: are: a dropped connection, a refused or cut connect (class 08), a server starting up or shutting down.
-_DATABASE_OUTAGES = (
-    DBConnectionError,
-    asyncpg.exceptions.ConnectionDoesNotExistError,
-    asyncpg.exceptions.PostgresConnectionError,
-    asyncpg.exceptions.CannotConnectNowError,
-    asyncpg.exceptions.AdminShutdownError,
-)
-
-
 def outage(error: BaseException | None) -> ServiceUnavailableError | None:
-    """The SERVICE_UNAVAILABLE error for an exception that says Redis or the database is not answering.
-
-    Explicit causes count too (a wrapper raised `from` a lost connection), never the implicit context: a bug
-    raised while handling a socket error is still a bug. A bare socket error (refused, reset, timed out) is what
-    asyncpg raises when it cannot connect at all (redis-py and httpx wrap their own); the code it was raised
-    through says which service it was.
-    """
-    seen: set[int] = set()
-    while error is not None and id(error) not in seen:
-        seen.add(id(error))
-        if isinstance(error, ServiceUnavailableError):
-            return error
-        if isinstance(error, _REDIS_OUTAGES):
-            return ServiceUnavailableError("Redis")
-        if isinstance(error, _DATABASE_OUTAGES):
-            return ServiceUnavailableError("The database")
-        if isinstance(error, (OSError, TimeoutError)):
-            return ServiceUnavailableError(_socket_error_service(error))
-        error = error.__cause__
-    return None
-
-
-#: Which service a bare socket error came from, by the package of the code it was raised through.
-_SERVICE_PACKAGES = {"asyncpg": "The database", "tortoise": "The database", "redis": "Redis", "saq": "Redis"}
-
-
-def _socket_error_service(error: BaseException) -> str:
-    """The service a bare socket error was raised from, told by the frames it passed on its way up."""
-    frame = error.__traceback__
-    while frame is not None:
-        package = str(frame.tb_frame.f_globals.get("__name__", "")).partition(".")[0]
-        if package in _SERVICE_PACKAGES:
-            return _SERVICE_PACKAGES[package]
-        frame = frame.tb_next
-    return "The database or Redis"
+    """The SERVICE_UNAVAILABLE error for an exception that says Redis or the database is not answering
+    (`jobs.outages`). Only explicit causes count: a bug raised while handling a socket error is still a bug."""
+    service = unavailable_service(error, implicit_context=False)
+    return None if service is None else ServiceUnavailableError(service)
 
 
 # --- How errors reach the client ---------------------------------------------------------------------------

@@ -15,32 +15,17 @@ from collections.abc import AsyncIterator, Callable, Coroutine
 from datetime import UTC, datetime
 from typing import Any
 
-import asyncpg
-from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import TimeoutError as RedisTimeoutError
-from tortoise.exceptions import DBConnectionError
-
 from jobs.context import Deps, WorkerContext
 from jobs.envstash import read_values
 from jobs.keeper import Keeper
 from jobs.lease import Lease
+from jobs.outages import unavailable_service
 from jobs.pipeline import cleanup, fail, run_pipeline
 from jobs.run import Run
 from models.deployment import Deployment, DeploymentStage, DeploymentStatus
 from models.slot import release_slot
 
 logger = logging.getLogger("deployer.jobs")
-
-#: Errors that mean the database or Redis is unreachable (a connection refused, reset or timed out).
-UNAVAILABLE_ERRORS: tuple[type[BaseException], ...] = (
-    OSError,
-    RedisConnectionError,
-    RedisTimeoutError,
-    asyncpg.PostgresConnectionError,
-    asyncpg.InterfaceError,
-    asyncpg.exceptions.OperatorInterventionError,
-    DBConnectionError,
-)
 
 #: Stages before the application's environment is set: a job resuming here needs the initial env values.
 ENV_NOT_YET_SET = frozenset(
@@ -109,13 +94,9 @@ async def _leased(
 
 
 def backing_service_unavailable(exc: BaseException) -> bool:
-    """Whether `exc` (or its cause) says the database or Redis could not be reached, rather than a bug."""
-    seen: BaseException | None = exc
-    while seen is not None:
-        if isinstance(seen, UNAVAILABLE_ERRORS):
-            return True
-        seen = seen.__cause__ or seen.__context__
-    return False
+    """Whether `exc` (or what caused it, or was being handled) says the database or Redis could not be reached,
+    rather than a bug."""
+    return unavailable_service(exc, implicit_context=True) is not None
 
 
 async def deploy(ctx: WorkerContext, *, deployment_id: str, env_ref: str | None = None) -> str:
